@@ -1,0 +1,55 @@
+# sparse-vp: every target sets up what it needs (venv, packages, kernel, data) and is
+# idempotent. The two commands a newcomer needs: `make study` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+KERNEL := $(VENV)/share/jupyter/kernels/sparse-vp/kernel.json
+FASHION_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+export PYTHONHASHSEED := 0
+
+.PHONY: setup data study smoke test lint lab bench clean
+
+setup: $(INSTALLED) $(KERNEL)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The kernel papermill and JupyterLab both use, registered inside the venv.
+$(KERNEL): $(INSTALLED)
+	$(PY) -m ipykernel install --sys-prefix --name sparse-vp --display-name "Python 3 (sparse-vp)"
+
+# Offline Fashion-MNIST: torchvision's download fails here, Debian ships the same files.
+$(FASHION_DEB):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist' (or let torchvision download it)"; fi
+
+data: setup $(FASHION_DEB)
+	$(PY) -c "from lib.data import ensure_fashion_mnist; ensure_fashion_mnist()"
+
+# The main job: the embedded mini study (pretrain + tickets, transfer sweep, report).
+study: data
+	$(PY) -m lib.sweep params/mini.yaml
+
+# The same pipeline in about two minutes.
+smoke: data
+	$(PY) -m lib.sweep params/smoke.yaml
+
+test: data
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check lib tests bench
+
+lab: data
+	$(VENV)/bin/jupyter lab --notebook-dir=.
+
+bench: data
+	for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf outputs/*/ $(VENV)

@@ -1,0 +1,1 @@
+"""sparse-vp: the hidden cost of model compression, as a notebook lab."""

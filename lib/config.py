@@ -1,0 +1,192 @@
+"""One validated experiment configuration: every run of the study is one of these.
+
+    from lib.config import ExperimentConfig
+    cfg = ExperimentConfig(dataset="mnist", method="vp", network="ticket", sparsity=8)
+
+Construction checks every field and names the bad value and the allowed ones, so a
+misconfigured run fails before any data is loaded or any weight is trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+METHODS = ("lp", "vp")
+NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")
+MAPPINGS = ("ilm", "flm", "rlm", "linear")
+PROMPTS = ("expansive", "pad")
+BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+# Settings that do not change what a run computes: not part of its identity.
+NOT_IN_KEY = ("wandb", "tensorboard", "num_workers", "data_root")
+# The paper's scripts spell the networks differently; accepted on the command line.
+NETWORK_ALIASES = {"LT": "ticket", "lt": "ticket", "random": "random_pruned"}
+
+
+def _choices(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, allowed))}")
+
+
+def _at_least(name: str, value: Any, low: float, note: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+        raise ValueError(f"{name} must be a number >= {low}{note}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Defaults are the mini study's; paper-scale values live in params/paper.yaml."""
+
+    study: str = "adhoc"  # folder under outputs/ that collects the records
+    dataset: str = "mnist"  # target dataset (lib.data.DATASETS)
+    data_root: str = ""  # "" = $SPARSE_VP_DATA or outputs/data
+    arch: str = "cifar_resnet_20"  # source architecture (lib.backbone.ARCHS)
+    network: str = "dense"  # dense | ticket | random_pruned | quantized | sparsezoo
+    sparsity: int = 0  # IMP state k: the ticket keeps 0.8**k of its prunable weights
+    pretrained_dir: str = "outputs/checkpoints/glyphs_cifar_resnet_20"  # tickets live here
+    weights: str = ""  # dense only: "" = state-0 checkpoint in pretrained_dir; or IMAGENET1K_V1..
+    checkpoint: str = ""  # sparsezoo only: path of the sparse checkpoint
+    weight_bits: int = 32  # quantized only: bits per weight (per output channel, symmetric)
+    act_bits: int = 32  # quantized only: bits per activation after each ReLU
+    method: str = "vp"  # lp (linear probe) | vp (visual prompt + label mapping)
+    mapping: str = "ilm"  # vp only: ilm | flm | rlm | linear
+    per_target: int = 1  # vp only: source classes averaged per target class
+    mapping_interval: int = 1  # ilm: recompute the mapping every k epochs
+    prompt: str = "expansive"  # vp only: expansive | pad
+    target_size: int = 0  # vp: inner image size; 0 = the dataset's (paper: 32 or 128)
+    pad: int = 30  # pad prompter only: width of the learnable frame
+    learn_scale: bool = False  # vp: learn the inner image size (AutoVP style)
+    n_shot: int = -1  # training images per class; -1 = all
+    max_train: int = -1  # cap on the training set after n-shot sampling; -1 = none
+    seed: int = 1  # seeds sampling, init and data order
+    epochs: int = 10  # paper: 100
+    lr: float = 0.01  # Adam, as the paper
+    batch_size: int = 128  # as the paper
+    val_fraction: float = 0.1  # stratified validation split carved from train
+    max_val: int = 1000  # cap on the validation split (selection + temperature fit)
+    n_bins: int = 15  # calibration bins, as the paper
+    device: str = "auto"  # auto | cpu | cuda
+    num_workers: int = 0  # DataLoader workers (paper-scale image folders)
+    wandb: bool = False  # log to Weights & Biases with the paper's keys (optional)
+    tensorboard: bool = False  # log to TensorBoard under outputs/<study>/tensorboard (optional)
+    extra: dict = field(default_factory=dict)  # free-form notes carried into the record
+
+    def __post_init__(self) -> None:
+        from lib.backbone import ARCHS
+        from lib.data import DATASETS
+
+        _choices("dataset", self.dataset, DATASETS)
+        _choices("arch", self.arch, ARCHS)
+        _choices("network", self.network, NETWORKS)
+        _choices("method", self.method, METHODS)
+        _choices("mapping", self.mapping, MAPPINGS)
+        _choices("prompt", self.prompt, PROMPTS)
+        _choices("weight_bits", self.weight_bits, BITS)
+        _choices("act_bits", self.act_bits, BITS)
+        _choices("device", self.device, ("auto", "cpu", "cuda"))
+        if not isinstance(self.sparsity, int) or not 0 <= self.sparsity <= 30:
+            raise ValueError(f"sparsity state must be an int in 0..30, got {self.sparsity!r}")
+        if self.network == "dense" and self.sparsity != 0:
+            raise ValueError(f"network 'dense' has sparsity state 0, got {self.sparsity}")
+        if (
+            self.network == "quantized"
+            and max(self.weight_bits, self.act_bits) == 32
+            and (self.weight_bits == self.act_bits)
+        ):
+            raise ValueError("network 'quantized' needs weight_bits or act_bits below 32")
+        if self.network == "sparsezoo" and not self.checkpoint:
+            raise ValueError("network 'sparsezoo' needs checkpoint=<path of the sparse file>")
+        if self.n_shot != -1:
+            _at_least("n_shot", self.n_shot, 1, " (or -1 for all)")
+        if self.max_train != -1:
+            _at_least("max_train", self.max_train, 1, " (or -1 for no cap)")
+        _at_least("epochs", self.epochs, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("per_target", self.per_target, 1)
+        _at_least("mapping_interval", self.mapping_interval, 1)
+        _at_least("n_bins", self.n_bins, 2)
+        _at_least("max_val", self.max_val, 1)
+        _at_least("num_workers", self.num_workers, 0)
+        _at_least("seed", self.seed, 0)
+        if not (isinstance(self.lr, int | float) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
+            raise ValueError(f"val_fraction must be a float in (0, 1), got {self.val_fraction!r}")
+        if self.method == "vp" and self.prompt == "expansive":
+            if self.target_size < 0 or self.target_size > self.source_size:
+                raise ValueError(
+                    f"target_size {self.target_size} must be in 1..{self.source_size} "
+                    f"(the source size of {self.arch}), or 0 for the dataset's default"
+                )
+        if self.method == "vp" and self.prompt == "pad" and not 0 < 2 * self.pad < self.source_size:
+            raise ValueError(f"pad {self.pad} must be in 1..{(self.source_size - 1) // 2}")
+
+    # Derived values: computed from fields, never set by hand.
+    @property
+    def source_size(self) -> int:
+        from lib.backbone import source_size
+
+        return source_size(self.arch)
+
+    @property
+    def input_size(self) -> int:
+        """Size the images are loaded at: the source size for LP, the inner size for VP."""
+        from lib.data import get_spec
+
+        if self.method == "lp" or self.prompt == "pad":
+            return self.source_size
+        return self.target_size or min(get_spec(self.dataset).vp_size, self.source_size)
+
+    @property
+    def pretrained_path(self) -> Path:
+        """pretrained_dir; a relative path is taken from the project root, not the cwd."""
+        from lib.utils import project_root
+
+        path = Path(self.pretrained_dir).expanduser()
+        return path if path.is_absolute() else project_root() / path
+
+    @property
+    def root(self) -> Path:
+        from lib.utils import data_root
+
+        return Path(self.data_root) if self.data_root else data_root()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def run_key(self) -> str:
+        """Readable, unique name of the run: what varies in studies, plus a hash of the rest."""
+        identity = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY}
+        digest = hashlib.sha1(
+            json.dumps(identity, sort_keys=True, default=str).encode()
+        ).hexdigest()[:8]
+        net = self.network if self.network != "ticket" else "lt"
+        if self.network in ("ticket", "random_pruned", "quantized"):
+            net += str(self.sparsity)
+        if self.network == "quantized":
+            net += f"w{self.weight_bits}a{self.act_bits}"
+        method = self.method if self.method == "lp" else f"vp-{self.mapping}"
+        shots = "full" if self.n_shot == -1 else f"{self.n_shot}shot"
+        return f"{self.dataset}-{net}-{method}-{shots}-s{self.seed}-{digest}"
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> ExperimentConfig:
+        """Build from a params mapping; unknown keys are an error, not silently ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                f"choose from: {', '.join(sorted(known))}"
+            )
+        params = dict(params)
+        if "network" in params:
+            params["network"] = NETWORK_ALIASES.get(params["network"], params["network"])
+        if isinstance(params.get("val_fraction"), int):
+            params["val_fraction"] = float(params["val_fraction"])
+        return cls(**params)

@@ -1,0 +1,418 @@
+"""One experiment: a source network transferred to a dataset by LP or VP, over n-shots/seeds.
+
+    from lib.config import ExperimentConfig
+    from lib.experiment import run_experiments
+    records = run_experiments([ExperimentConfig(dataset="digits", method="lp", epochs=5)])
+
+Configs that share the dataset, network and method share the loaded data, the source model
+and (for LP) the cached features; each config still gets its own record. Runs whose
+record exists are skipped (resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import time
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lib import results
+from lib.backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    create_backbone,
+    imagenet_classes,
+    load_lottery_ticket,
+    load_sparse_checkpoint,
+    sparsity,
+    split_features,
+    ticket_paths,
+)
+from lib.calibration import (
+    calibration_metrics,
+    confidence_analysis,
+    fit_temperature,
+    reliability_data,
+)
+from lib.config import ExperimentConfig
+from lib.data import (
+    as_tensors,
+    dataset_labels,
+    get_dataset,
+    get_spec,
+    n_shot_indices,
+    train_val_split,
+)
+from lib.labelmap import LabelMapper
+from lib.prompt import ExpansiveVisualPrompt, PadPrompter
+from lib.quant import quantize_backbone, weight_levels
+from lib.train import (
+    Batches,
+    Data,
+    Normalized,
+    PromptedClassifier,
+    evaluate,
+    freeze,
+    subset,
+    train_linear_probe,
+    train_visual_prompt,
+)
+from lib.utils import atomic_torch_save, get_device, outputs_dir, progress, set_seed
+
+# Fields that may differ between configs sharing one source model, data and features.
+PER_RUN_FIELDS = (
+    "n_shot",
+    "seed",
+    "epochs",
+    "lr",
+    "batch_size",
+    "max_train",
+    "mapping",
+    "per_target",
+    "mapping_interval",
+    "learn_scale",
+    "extra",
+    "val_fraction",
+    "max_val",
+    "n_bins",
+)
+QUANT_CALIBRATION_BATCHES = 4  # batches of 128 training images set the activation ranges
+
+
+# ---------------------------------------------------------------- source networks
+
+
+def source_files(cfg: ExperimentConfig) -> list[Path]:
+    """Checkpoint files the config needs (none for torchvision weights)."""
+    root = cfg.pretrained_path
+    if cfg.network == "sparsezoo":
+        return [Path(cfg.checkpoint)]
+    if cfg.network == "dense" and cfg.weights:
+        return [] if not Path(cfg.weights).suffix else [Path(cfg.weights)]
+    kind = "random" if cfg.network == "random_pruned" else "dyn4"
+    return list(ticket_paths(root, cfg.arch, cfg.sparsity, kind))
+
+
+def check_files(cfg: ExperimentConfig) -> None:
+    """Fail before any compute when a checkpoint the config needs is missing."""
+    missing = [p for p in source_files(cfg) if not p.is_file()]
+    if missing:
+        root = cfg.pretrained_path
+        found = sorted(p.name for p in root.glob("*_checkpoint.pth")) if root.is_dir() else []
+        raise FileNotFoundError(
+            f"{cfg.network} sparsity state {cfg.sparsity} of {cfg.arch}: missing "
+            f"{', '.join(map(str, missing))}; checkpoints in {root}: "
+            f"{', '.join(found) or 'none'} (run notebooks/pretrain_source.ipynb or set "
+            f"pretrained_dir)"
+        )
+
+
+def load_source(cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = None) -> nn.Module:
+    """The compressed (or dense) source classifier the config names."""
+    check_files(cfg)
+    if cfg.network == "sparsezoo":
+        return load_sparse_checkpoint(cfg.arch, cfg.checkpoint)
+    if cfg.network == "dense" and cfg.weights:
+        return create_backbone(cfg.arch, weights=cfg.weights)
+    kind = "random" if cfg.network == "random_pruned" else "dyn4"
+    model = load_lottery_ticket(
+        cfg.arch, *ticket_paths(cfg.pretrained_path, cfg.arch, cfg.sparsity, kind)
+    )
+    if cfg.network == "quantized":
+        model = quantize_backbone(freeze(model), cfg.weight_bits, cfg.act_bits, calibration)
+    return model
+
+
+def source_classes(cfg: ExperimentConfig, num_source: int) -> list[str] | None:
+    path = cfg.pretrained_path / "classes.json"
+    if cfg.network != "sparsezoo" and not cfg.weights and path.is_file():
+        return json.loads(path.read_text())
+    return list(imagenet_classes()) if num_source == 1000 else None
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Splits:
+    train: torch.Tensor  # indices into the training pool
+    val: torch.Tensor
+
+
+def load_data(cfg: ExperimentConfig) -> tuple[Data, Data, torch.Tensor]:
+    """Training pool, test set and the pool's labels, at the size the method feeds in."""
+    spec = get_spec(cfg.dataset)
+    train = get_dataset(cfg.dataset, "train", cfg.root, image_size=cfg.input_size)
+    test = get_dataset(cfg.dataset, "test", cfg.root, image_size=cfg.input_size)
+    labels = dataset_labels(train)
+    if spec.kind == "mini":  # small: keep in memory as tensors, batches are plain slices
+        return as_tensors(train), as_tensors(test), labels
+    return train, test, labels
+
+
+def make_splits(cfg: ExperimentConfig, labels: torch.Tensor) -> Splits:
+    """Validation carved (stratified, per seed) from train; n-shot sampled from the rest."""
+    train_idx, val_idx = train_val_split(labels, cfg.val_fraction, cfg.seed)
+    val_idx = (
+        val_idx[
+            torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(cfg.seed))[
+                : cfg.max_val
+            ]
+        ]
+        .sort()
+        .values
+    )
+    chosen = train_idx[n_shot_indices(labels[train_idx], cfg.n_shot, cfg.seed)]
+    if cfg.max_train != -1 and len(chosen) > cfg.max_train:
+        keep = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(cfg.seed))
+        chosen = chosen[keep[: cfg.max_train]].sort().values
+    return Splits(train=chosen, val=val_idx)
+
+
+# ---------------------------------------------------------------- LP features
+
+
+def _feature_cache_path(cfg: ExperimentConfig, split: str) -> Path:
+    files = [(str(p), p.stat().st_mtime) for p in source_files(cfg) if p.is_file()]
+    key = dict(
+        arch=cfg.arch,
+        network=cfg.network,
+        sparsity=cfg.sparsity,
+        weights=cfg.weights,
+        bits=(cfg.weight_bits, cfg.act_bits),
+        files=files,
+        dataset=cfg.dataset,
+        root=str(cfg.root),
+        split=split,
+        size=cfg.input_size,
+    )
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return outputs_dir() / "cache" / "features" / f"{cfg.dataset}-{split}-{digest}.pt"
+
+
+def cached_features(
+    cfg: ExperimentConfig, extractor: nn.Module, data: Data, split: str, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen-backbone features of a whole split, computed once per source network."""
+    path = _feature_cache_path(cfg, split)
+    if path.is_file():
+        cached = torch.load(path, weights_only=True)
+        return cached["features"], cached["labels"]
+    features, labels = evaluate(
+        extractor, Batches(data, 512, num_workers=cfg.num_workers), device, desc=f"features {split}"
+    )
+    atomic_torch_save({"features": features, "labels": labels}, path)
+    return features, labels
+
+
+# ---------------------------------------------------------------- one group of runs
+
+
+def _calibration_batches(pool: Data, cfg: ExperimentConfig) -> list[torch.Tensor]:
+    """A fixed set of normalized training images at the source size (quantizer ranges)."""
+    n = QUANT_CALIBRATION_BATCHES * 128
+    index = torch.randperm(
+        len(pool[0]) if isinstance(pool, tuple) else len(pool),
+        generator=torch.Generator().manual_seed(0),
+    )[:n]
+    images, _ = next(iter(Batches(subset(pool, index), n)))
+    prep = Normalized(nn.Identity(), cfg.source_size, IMAGENET_MEAN, IMAGENET_STD)
+    return list(prep(images).split(128))
+
+
+def _group_key(cfg: ExperimentConfig) -> tuple:
+    d = cfg.to_dict()
+    return tuple((k, str(v)) for k, v in sorted(d.items()) if k not in PER_RUN_FIELDS)
+
+
+def run_experiments(configs: list[ExperimentConfig], force: bool = False) -> list[dict[str, Any]]:
+    """Run every config that has no record yet; return all their records."""
+    groups: dict[tuple, list[ExperimentConfig]] = {}
+    for cfg in configs:
+        check_files(cfg)
+        groups.setdefault(_group_key(cfg), []).append(cfg)
+    out = []
+    for members in groups.values():
+        out += _run_group(members, force)
+    return out
+
+
+def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, Any]]:
+    todo = [c for c in configs if force or not results.has_record(c.study, c.run_key)]
+    if not todo:
+        return [results.read_record(results.record_path(c.study, c.run_key)) for c in configs]
+    base = todo[0]
+    device = get_device(base.device)
+    start = time.perf_counter()
+    pool, test, labels = load_data(base)
+    splits = {c.run_key: make_splits(c, labels) for c in todo}  # bad n_shot fails here
+    set_seed(0)
+    calibration = _calibration_batches(pool, base) if base.network == "quantized" else None
+    source = freeze(load_source(base, calibration)).to(device)
+    shared = {"load_s": time.perf_counter() - start}
+    context: dict[str, Any] = {"source": source, "device": device}
+    if base.method == "lp":
+        t0 = time.perf_counter()
+        features, _ = split_features(source)
+        extractor = Normalized(features, base.source_size, IMAGENET_MEAN, IMAGENET_STD)
+        extractor = freeze(extractor).to(device)
+        context["train_features"] = cached_features(base, extractor, pool, "train", device)
+        context["test_features"] = cached_features(base, extractor, test, "test", device)
+        shared["features_s"] = time.perf_counter() - t0
+    for cfg in progress(todo, desc=f"{base.dataset} {base.network}{base.sparsity} {base.method}"):
+        results.write_record(_run_one(cfg, splits[cfg.run_key], pool, test, context, shared))
+    return [results.read_record(results.record_path(c.study, c.run_key)) for c in configs]
+
+
+def _run_one(
+    cfg: ExperimentConfig,
+    splits: Splits,
+    pool: Data,
+    test: Data,
+    context: dict[str, Any],
+    shared: dict[str, float],
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    set_seed(cfg.seed)
+    source, device = context["source"], context["device"]
+    spec = get_spec(cfg.dataset)
+    num_target = spec.num_classes
+    artifacts: dict[str, Any] = {}
+    mapping_info: dict[str, Any] = {}
+    if cfg.method == "lp":
+        feats, flabels = context["train_features"]
+        head, fit = train_linear_probe(
+            (feats[splits.train], flabels[splits.train]),
+            (feats[splits.val], flabels[splits.val]),
+            num_target,
+            cfg.epochs,
+            cfg.lr,
+            cfg.batch_size,
+            cfg.seed,
+            cfg.n_bins,
+        )
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            val_logits, val_labels = head(feats[splits.val]), flabels[splits.val]
+            test_logits, test_labels = (
+                head(context["test_features"][0]),
+                context["test_features"][1],
+            )
+    else:
+        num_source = source(
+            torch.zeros(1, 3, cfg.source_size, cfg.source_size, device=device)
+        ).shape[1]
+        if cfg.prompt == "expansive":
+            prompt = ExpansiveVisualPrompt(
+                cfg.source_size, cfg.input_size, (IMAGENET_MEAN, IMAGENET_STD), cfg.learn_scale
+            )
+        else:
+            prompt = PadPrompter(cfg.source_size, cfg.pad, (IMAGENET_MEAN, IMAGENET_STD))
+        mapper = LabelMapper(
+            cfg.mapping, num_source, num_target, cfg.per_target, cfg.mapping_interval, cfg.seed
+        )
+        model = PromptedClassifier(prompt, source, mapper)
+        fit = train_visual_prompt(
+            model,
+            subset(pool, splits.train),
+            subset(pool, splits.val),
+            cfg.epochs,
+            cfg.lr,
+            cfg.batch_size,
+            cfg.seed,
+            cfg.n_bins,
+            device,
+            cfg.num_workers,
+        )
+        t1 = time.perf_counter()
+        val_logits, val_labels = evaluate(model, Batches(subset(pool, splits.val), 512), device)
+        test_logits, test_labels = evaluate(
+            model, Batches(test, 512, num_workers=cfg.num_workers), device, desc="test"
+        )
+        artifacts["prompt"] = prompt.pattern().detach().cpu()
+        mapping_info = _mapping_info(cfg, mapper, num_source, spec.classes)
+        mapping_info["changes"] = fit.mapping_changes
+    temperature = fit_temperature(val_logits, val_labels)
+    probs = test_logits.softmax(1)
+    metrics = {
+        "test": calibration_metrics(test_logits, test_labels, cfg.n_bins),
+        "test_ts": calibration_metrics(test_logits / temperature, test_labels, cfg.n_bins),
+        "val": calibration_metrics(val_logits, val_labels, cfg.n_bins),
+        "temperature": temperature,
+        "confidence": confidence_analysis(probs, test_labels),
+        "best_epoch": fit.best_epoch,
+        "sparsity_measured": sparsity(source),
+        "mapping_own_class_fraction": mapping_info.get("own_class_fraction"),
+    }
+    if cfg.network == "quantized":
+        metrics["weight_levels"] = weight_levels(source)
+    if test_logits.numel() <= 2_000_000:  # keep artifacts small at paper scale
+        artifacts.update(test_logits=test_logits.half(), test_labels=test_labels)
+    folder = results.study_dir(cfg.study) / "artifacts"
+    atomic_torch_save(artifacts, folder / f"{cfg.run_key}.pt")
+    return {
+        "run_key": cfg.run_key,
+        "study": cfg.study,
+        "params": cfg.to_dict(),
+        "metrics": metrics,
+        "reliability": {
+            "raw": reliability_data(probs, test_labels, cfg.n_bins),
+            "ts": reliability_data((test_logits / temperature).softmax(1), test_labels, cfg.n_bins),
+        },
+        "mapping": mapping_info,
+        "history": fit.history,
+        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(test_labels)},
+        "timings": {**shared, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": str(device),
+        "provenance": results.provenance(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _class_name(name: str) -> str:
+    return name.split(" - ")[0].strip().lower()  # torchvision MNIST: "7 - seven"
+
+
+def _mapping_info(
+    cfg: ExperimentConfig,
+    mapper: LabelMapper,
+    num_source: int,
+    target_classes: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    if mapper.mapping is None:
+        return {"indices": None}
+    indices = mapper.mapping.view(-1, cfg.per_target).tolist()
+    info: dict[str, Any] = {"indices": indices}
+    names = source_classes(cfg, num_source)
+    if names:
+        info["source_names"] = [[names[s] for s in row] for row in indices]
+    if names and target_classes:
+        own = [
+            _class_name(t) in {_class_name(names[s]) for s in row}
+            for t, row in zip(target_classes, indices, strict=True)
+        ]
+        if any(_class_name(t) in {_class_name(n) for n in names} for t in target_classes):
+            info["own_class_fraction"] = sum(own) / len(own)
+    return info
+
+
+def configs_from_parameters(namespace: dict[str, Any]) -> list[ExperimentConfig]:
+    """The configs of one transfer-notebook execution: its parameters over n-shots x seeds.
+
+    `namespace` is the notebook's globals(); every ExperimentConfig field found there is used.
+    """
+    names = {f.name for f in fields(ExperimentConfig)} - {"n_shot", "seed"}
+    base = ExperimentConfig.from_dict({k: namespace[k] for k in names if k in namespace})
+    shots, seeds = namespace.get("n_shots", [base.n_shot]), namespace.get("seeds", [base.seed])
+    for name, values in (("n_shots", shots), ("seeds", seeds)):
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{name} must be a non-empty list, got {values!r}")
+    return [replace(base, n_shot=n, seed=s) for n in shots for s in seeds]

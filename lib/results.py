@@ -1,0 +1,111 @@
+"""Run records: one JSON per run, written atomically; results.csv rebuilt from them.
+
+A record exists only when its run finished, so "resume" is "skip runs with a record".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lib.utils import atomic_write_json, atomic_write_text, outputs_dir, project_root
+
+PACKAGES = ("torch", "torchvision", "numpy", "netcal", "papermill", "seaborn", "sparse-vp")
+
+
+def study_dir(study: str) -> Path:
+    return outputs_dir() / study
+
+
+def record_path(study: str, run_key: str) -> Path:
+    return study_dir(study) / "records" / f"{run_key}.json"
+
+
+def has_record(study: str, run_key: str) -> bool:
+    return record_path(study, run_key).is_file()
+
+
+def write_record(record: dict[str, Any]) -> Path:
+    return atomic_write_json(record_path(record["study"], record["run_key"]), record)
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def read_records(study: str) -> list[dict[str, Any]]:
+    folder = study_dir(study) / "records"
+    return [read_record(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def flatten(record: dict[str, Any]) -> dict[str, Any]:
+    """One tidy row: params and scalar metrics as columns (lists and dicts stay in the JSON)."""
+    row: dict[str, Any] = {"run_key": record["run_key"], "study": record["study"]}
+    row.update({k: v for k, v in record["params"].items() if not isinstance(v, dict | list)})
+    for group in ("metrics", "timings"):
+        for name, value in record.get(group, {}).items():
+            if isinstance(value, dict):
+                row.update({f"{name}_{k}": v for k, v in value.items() if _scalar(v)})
+            elif _scalar(value):
+                row[name] = value
+    row["git_revision"] = record.get("provenance", {}).get("git_revision")
+    return row
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool) or value is None
+
+
+def results_frame(study: str) -> pd.DataFrame:
+    return pd.DataFrame([flatten(r) for r in read_records(study)])
+
+
+def write_results_csv(study: str) -> Path:
+    """Rebuild results.csv from the records: one row per record, never duplicated."""
+    frame = results_frame(study)
+    return atomic_write_text(study_dir(study) / "results.csv", frame.to_csv(index=False))
+
+
+@functools.cache
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=project_root(),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def provenance() -> dict[str, Any]:
+    """Package versions, python, platform and the git revision of this checkout."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_revision": git_revision(),
+    }

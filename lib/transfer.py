@@ -1,0 +1,157 @@
+"""The paper's two scripts (linear_probing.py, ilm_vp.py) as one command that executes
+notebooks/transfer.ipynb through papermill: same flags, same defaults, plus --method.
+
+    python -m lib.transfer --method vp --network LT --sparsity 8 --pretrained_dir D \\
+        --n_shot -1 --batch_size 128 --dataset cifar10 --results_path R
+
+Records land in R/<run_name>/records/, the executed notebook in R/<run_name>/runs/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from lib.backbone import TORCHVISION_ARCHS
+from lib.config import ExperimentConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lib.transfer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    a = p.add_argument
+    a(
+        "--method",
+        default="vp",
+        choices=("lp", "vp"),
+        help="lp = linear_probing.py, vp = ilm_vp.py (default: vp)",
+    )
+    a(
+        "--model",
+        default="resnet50",
+        help="source architecture, e.g. resnet50 (paper), resnet18, vgg16, cifar_resnet_20",
+    )
+    a(
+        "--network",
+        default="dense",
+        help="dense (torchvision ImageNet weights for torchvision archs), LT (lottery ticket "
+        "files in --pretrained_dir), sparsezoo (a sparse checkpoint file: --checkpoint), "
+        "random_pruned, quantized",
+    )
+    a(
+        "--sparsity",
+        type=int,
+        default=0,
+        help="LT state k: the ticket keeps 0.8**k of its weights (files "
+        "{model}_dyn4_{k}_checkpoint.pth and _mask.pth)",
+    )
+    a(
+        "--pretrained_dir",
+        default="outputs/checkpoints/glyphs_cifar_resnet_20",
+        help="folder holding the ticket files",
+    )
+    a("--checkpoint", default="", help="sparsezoo: the sparse checkpoint file")
+    a(
+        "--weights",
+        default="",
+        help="dense: torchvision weights name (default IMAGENET1K_V1 for torchvision archs)",
+    )
+    a("--dataset", default="cifar10", help="target dataset (see lib.data.DATASETS)")
+    a("--data_root", default="", help="dataset root (default $SPARSE_VP_DATA or outputs/data)")
+    a("--caltech_path", default="", help="root of Caltech101 (the paper's flag; = --data_root)")
+    a("--n_shot", type=int, default=-1, help="training images per class; -1 = all")
+    a("--seed", type=int, default=7, help="random seed (paper default 7)")
+    a("--epoch", type=int, default=100, help="training epochs (paper: 100)")
+    a("--lr", type=float, default=0.01, help="Adam learning rate (paper: 0.01)")
+    a("--batch_size", type=int, default=128, help="batch size (paper: 128)")
+    a(
+        "--mapping-interval",
+        dest="mapping_interval",
+        type=int,
+        default=1,
+        help="ILM: recompute the label mapping every k epochs (paper: 1)",
+    )
+    a("--mapping", default="ilm", help="label mapping: ilm | flm | rlm | linear")
+    a("--weight_bits", type=int, default=32, help="quantized: weight bits")
+    a("--act_bits", type=int, default=32, help="quantized: activation bits")
+    a("--device", default="auto", help="auto | cpu | cuda")
+    a("--num_workers", type=int, default=4, help="DataLoader workers")
+    a("--results_path", default="outputs", help="root folder of the results")
+    a("--run_name", default="cli", help="study name: results go to <results_path>/<run_name>")
+    a(
+        "--wandb",
+        action="store_true",
+        help="log to Weights & Biases with the paper's keys (honours WANDB_MODE=offline)",
+    )
+    a("--tensorboard", action="store_true", help="log to TensorBoard under the study folder")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    weights = args.weights
+    if args.network == "dense" and not weights and args.model in TORCHVISION_ARCHS:
+        weights = "IMAGENET1K_V1"  # the paper's dense source
+    return ExperimentConfig.from_dict(
+        dict(
+            study=args.run_name,
+            dataset=args.dataset,
+            arch=args.model,
+            network=args.network,
+            sparsity=args.sparsity,
+            pretrained_dir=args.pretrained_dir,
+            weights=weights,
+            checkpoint=args.checkpoint,
+            weight_bits=args.weight_bits,
+            act_bits=args.act_bits,
+            method=args.method,
+            mapping=args.mapping,
+            mapping_interval=args.mapping_interval,
+            n_shot=args.n_shot,
+            seed=args.seed,
+            epochs=args.epoch,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            device=args.device,
+            num_workers=args.num_workers,
+            data_root=args.caltech_path
+            if args.dataset == "caltech101" and args.caltech_path
+            else args.data_root,
+            wandb=args.wandb,
+            tensorboard=args.tensorboard,
+        )
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)  # every flag checked before anything runs
+    except ValueError as error:
+        parser().error(str(error))
+    os.environ["SPARSE_VP_OUTPUTS"] = str(Path(args.results_path).resolve())
+    from lib import results
+    from lib.experiment import check_files
+    from lib.sweep import execute_notebook
+
+    check_files(cfg)
+    params = {k: v for k, v in cfg.to_dict().items() if k not in ("n_shot", "seed", "extra")}
+    output = results.study_dir(cfg.study) / "runs" / f"{cfg.run_key}.ipynb"
+    execute_notebook(
+        "transfer.ipynb", output, {**params, "n_shots": [cfg.n_shot], "seeds": [cfg.seed]}
+    )
+    record = results.read_record(results.record_path(cfg.study, cfg.run_key))
+    test = record["metrics"]["test"]
+    print(
+        f"{cfg.run_key}: test accuracy {test['accuracy']:.4f}, ECE {test['ece']:.4f} "
+        f"(paper's metric {test['seed_ece']:.4f}); notebook {output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Small shared helpers: progress bars, atomic writes, seeding, device choice."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+# Progress bars stay in the code; CI and tests silence them through this variable.
+PROGRESS_ENV = "SPARSE_VP_NO_PROGRESS"
+
+
+def progress(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
+    """tqdm over `iterable`, silenced when $SPARSE_VP_NO_PROGRESS or $CI is set."""
+    disable = bool(os.environ.get(PROGRESS_ENV) or os.environ.get("CI"))
+    return iter(tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """torch.save through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def set_seed(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch Generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda when present, else cpu."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def outputs_dir() -> Path:
+    """Root of all generated files; $SPARSE_VP_OUTPUTS overrides (tests use a tmp dir)."""
+    return Path(os.environ.get("SPARSE_VP_OUTPUTS", project_root() / "outputs"))
+
+
+def data_root() -> Path:
+    """Where datasets live; $SPARSE_VP_DATA overrides the default outputs/data."""
+    return Path(os.environ.get("SPARSE_VP_DATA", outputs_dir() / "data"))

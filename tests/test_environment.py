@@ -1,0 +1,36 @@
+"""environment.yml (conda) and pyproject.toml (pip) must list the same packages."""
+
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_NAMES = {"pytorch": "torch"}  # conda-forge spells some packages differently
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[=<>!\[ ]", spec.strip(), maxsplit=1)[0].lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pip_side = {_name(d) for d in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda_side = set()
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            conda_side |= {_name(d) for d in dep["pip"] if not d.startswith("-e")}
+        elif _name(dep) not in ("python", "pip"):
+            conda_side.add(CONDA_NAMES.get(_name(dep), _name(dep)))
+    assert pip_side - conda_side == set(), "missing from environment.yml"
+    assert conda_side - pip_side == set(), "missing from pyproject.toml"
+
+
+def test_pinned_versions_agree():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = (ROOT / "environment.yml").read_text()
+    for package, conda in (("torch", "pytorch"), ("torchvision", "torchvision")):
+        version = next(d.split("==")[1] for d in deps if _name(d) == package)
+        assert f"{conda}={version}" in env
