@@ -1,0 +1,171 @@
+"""Input-space visual prompts: ILM-VP's expansive prompt and Bahng et al.'s pad prompter.
+
+Both take images in [0, 1] (the project convention) and return images normalized with the
+source model's mean/std, ready for the frozen backbone.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lib.backbone import IMAGENET_MEAN, IMAGENET_STD
+
+Normalize = tuple[tuple[float, float, float], tuple[float, float, float]] | None
+
+# learn_scale bounds, as a fraction of the source side: 0.1 admits the paper's 32-in-224
+# (0.14); 0.9 keeps a prompt border of at least 5% of the side on every edge.
+SCALE_BOUNDS: tuple[float, float] = (0.1, 0.9)
+
+
+def pad_widths(source_size: int, target_size: int) -> tuple[int, int]:
+    """(left/top, right/bottom) zero padding; ILM-VP gives the odd pixel to the left/top."""
+    return (source_size - target_size + 1) // 2, (source_size - target_size) // 2
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Bilinear resize of a batch [N, 3, h, w] to [N, 3, size, size] (no-op when already there)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    # antialias only matters when shrinking; it approximates the PIL resize ILM-VP used.
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+class _Normalizer(nn.Module):
+    """(x - mean) / std with per-channel buffers; identity when `normalize` is None."""
+
+    def __init__(self, normalize: Normalize) -> None:
+        super().__init__()
+        self.enabled = normalize is not None
+        mean, std = normalize if normalize is not None else ((0.0,) * 3, (1.0,) * 3)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std if self.enabled else x
+
+
+def _check_batch(x: Tensor) -> None:
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images [N, 3, H, W]; got shape {tuple(x.shape)}")
+
+
+class ExpansiveVisualPrompt(nn.Module):
+    """ILM-VP prompt: resize to target_size, zero-pad to source_size, add sigmoid(delta) * mask.
+
+    The mask is 1 on the border and 0 where the image sits, so the prompt never overlaps the
+    image and the sum stays in [0, 1] without clamping (ILM-VP does not clamp either).
+    `learn_scale=True` (AutoVP-style) learns the inner image size as a fraction of the source
+    side within `scale_bounds` (default SCALE_BOUNDS = (0.1, 0.9)), starting at
+    target_size / source_size: the image is placed with affine_grid/grid_sample and the mask
+    is 1 - the image's (soft, bilinear) footprint, so both follow the scale differentiably.
+    """
+
+    def __init__(
+        self,
+        source_size: int,
+        target_size: int,
+        normalize: Normalize = (IMAGENET_MEAN, IMAGENET_STD),
+        learn_scale: bool = False,
+        scale_bounds: tuple[float, float] = SCALE_BOUNDS,
+    ) -> None:
+        super().__init__()
+        if not 0 < target_size <= source_size:
+            raise ValueError(f"target_size {target_size} must be in 1..source_size ({source_size})")
+        self.source_size, self.target_size = source_size, target_size
+        self.l_pad, self.r_pad = pad_widths(source_size, target_size)
+        self.learn_scale = learn_scale
+        self.delta = nn.Parameter(torch.zeros(3, source_size, source_size))
+        mask = torch.ones(3, source_size, source_size)
+        inner = slice(self.l_pad, self.l_pad + target_size)
+        mask[:, inner, inner] = 0
+        # With learn_scale the mask is refreshed (detached) on every forward/pattern call.
+        self.register_buffer("mask", mask)
+        self.normalize = _Normalizer(normalize)
+        if learn_scale:
+            lo, hi = scale_bounds
+            init = target_size / source_size
+            if not 0 < lo < init < hi <= 1:
+                raise ValueError(
+                    f"learn_scale needs scale_bounds {scale_bounds} to bracket "
+                    f"target_size/source_size = {init:.3f} strictly, within (0, 1]"
+                )
+            self.scale_bounds = (float(lo), float(hi))
+            frac = (init - lo) / (hi - lo)
+            self.scale_logit = nn.Parameter(torch.tensor(math.log(frac / (1 - frac))))
+
+    @property
+    def scale(self) -> Tensor:
+        """Inner image side as a fraction of the source side (fixed unless learn_scale)."""
+        if not self.learn_scale:
+            return torch.tensor(self.target_size / self.source_size)
+        lo, hi = self.scale_bounds
+        return lo + (hi - lo) * torch.sigmoid(self.scale_logit)
+
+    def _place(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Image on the source canvas and the border mask [1 or N, 3, S, S]."""
+        if not self.learn_scale:
+            pads = (self.l_pad, self.r_pad, self.l_pad, self.r_pad)
+            return F.pad(x, pads, value=0.0), self.mask.unsqueeze(0)
+        # Output coordinate u samples the image at u / scale: the image fills |u| <= scale.
+        # At scale == target/source with an even size difference this reproduces F.pad exactly.
+        inv = 1.0 / self.scale
+        zero = torch.zeros_like(inv)
+        theta = torch.stack([torch.stack([inv, zero, zero]), torch.stack([zero, inv, zero])])
+        n, size = x.shape[0], self.source_size
+        grid = F.affine_grid(theta.expand(n, 2, 3), [n, 3, size, size], align_corners=False)
+        canvas = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        ones = torch.ones(1, 1, *x.shape[-2:], device=x.device, dtype=x.dtype)
+        footprint = F.grid_sample(ones, grid[:1], mode="bilinear", align_corners=False)
+        mask = (1.0 - footprint).expand(1, 3, size, size)
+        with torch.no_grad():
+            self.mask.copy_(mask[0])
+        return canvas, mask
+
+    def pattern(self) -> Tensor:
+        """The additive prompt sigmoid(delta) * mask [3, S, S], for visualization."""
+        if self.learn_scale:
+            blank = torch.zeros(1, 3, self.target_size, self.target_size, device=self.delta.device)
+            return torch.sigmoid(self.delta) * self._place(blank)[1][0]
+        return torch.sigmoid(self.delta) * self.mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x)
+        canvas, mask = self._place(resize(x, self.target_size))
+        return self.normalize(canvas + torch.sigmoid(self.delta) * mask)
+
+
+class PadPrompter(nn.Module):
+    """Bahng et al.'s pad prompt: a learnable frame of width `pad` added onto the full image.
+
+    Unlike the expansive prompt the image is kept at source size and the frame overlaps its
+    border. delta starts at zero (Bahng et al. used randn) and is added in [0, 1] pixel units
+    before normalization (they added it after normalization).
+    """
+
+    def __init__(
+        self,
+        source_size: int,
+        pad: int,
+        normalize: Normalize = (IMAGENET_MEAN, IMAGENET_STD),
+    ) -> None:
+        super().__init__()
+        if not 0 < 2 * pad < source_size:
+            raise ValueError(f"pad {pad} must be in 1..{(source_size - 1) // 2} for {source_size}")
+        self.source_size, self.pad = source_size, pad
+        self.delta = nn.Parameter(torch.zeros(3, source_size, source_size))
+        mask = torch.ones(3, source_size, source_size)
+        mask[:, pad : source_size - pad, pad : source_size - pad] = 0
+        self.register_buffer("mask", mask)
+        self.normalize = _Normalizer(normalize)
+
+    def pattern(self) -> Tensor:
+        """The additive frame delta * mask [3, S, S]."""
+        return self.delta * self.mask
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x)
+        return self.normalize(resize(x, self.source_size) + self.pattern())

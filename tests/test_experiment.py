@@ -1,0 +1,69 @@
+"""One experiment end to end: records, resume, reproducibility, errors before compute."""
+
+import json
+
+import pytest
+
+from lib import results
+from lib.config import ExperimentConfig
+from lib.experiment import run_experiments
+
+
+def _cfg(tickets, **kw):
+    base = dict(
+        study="t", dataset="digits", pretrained_dir=str(tickets), epochs=2, n_shot=10, max_val=100
+    )
+    return ExperimentConfig(**{**base, **kw})
+
+
+def test_records_carry_what_a_figure_needs(outputs, tickets):
+    cfg = _cfg(tickets, method="vp", network="ticket", sparsity=2)
+    (record,) = run_experiments([cfg])
+    assert results.record_path("t", cfg.run_key).is_file()
+    assert record["params"] == json.loads(json.dumps(cfg.to_dict()))
+    m = record["metrics"]
+    for key in ("accuracy", "ece", "mce", "ace", "nll", "seed_ece"):
+        assert 0 <= m["test"][key] and key in m["test_ts"]
+    assert m["temperature"] > 0
+    assert abs(m["sparsity_measured"] - (1 - 0.8**2)) < 0.005
+    assert record["sizes"] == {"train": 100, "val": 100, "test": 359}
+    assert len(record["history"]) == 2 and record["mapping"]["indices"]
+    assert record["provenance"]["versions"]["torch"].startswith("2.")
+    assert record["provenance"]["git_revision"]
+    assert record["peak_rss_mb"] > 0 and record["timings"]["train_s"] > 0
+    assert (results.study_dir("t") / "artifacts" / f"{cfg.run_key}.pt").is_file()
+
+
+def test_finished_runs_are_skipped_and_reruns_are_identical(outputs, tickets):
+    cfg = _cfg(tickets, method="lp", epochs=5)
+    (first,) = run_experiments([cfg])
+    path = results.record_path("t", cfg.run_key)
+    mtime = path.stat().st_mtime_ns
+    run_experiments([cfg])
+    assert path.stat().st_mtime_ns == mtime  # skipped: not rewritten
+    (again,) = run_experiments([cfg], force=True)
+    assert again["metrics"] == first["metrics"]  # same params and seed: same numbers
+    assert again["history"] == first["history"]
+
+
+def test_seeds_and_shots_share_one_group(outputs, tickets):
+    configs = [_cfg(tickets, method="lp", n_shot=n, seed=s) for n in (5, 10) for s in (1, 2)]
+    records = run_experiments(configs)
+    assert len({r["run_key"] for r in records}) == 4
+    assert sorted(r["sizes"]["train"] for r in records) == [50, 50, 100, 100]
+    assert len(results.read_records("t")) == 4
+    results.write_results_csv("t")
+    frame = results.results_frame("t")
+    assert {"test_accuracy", "test_ece", "test_seed_ece", "n_shot", "seed"} <= set(frame.columns)
+
+
+def test_missing_ticket_fails_before_any_compute(outputs, tickets):
+    with pytest.raises(FileNotFoundError, match="sparsity state 7 .* missing .*_dyn4_7_checkpoint"):
+        run_experiments([_cfg(tickets, network="ticket", sparsity=7)])
+    assert not (outputs / "t").exists()
+
+
+def test_too_many_shots_fails_before_any_compute(outputs, tickets):
+    with pytest.raises(ValueError, match="n_shot=500 exceeds the smallest class size"):
+        run_experiments([_cfg(tickets, n_shot=500)])
+    assert not (outputs / "t" / "records").exists()
