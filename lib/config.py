@@ -62,6 +62,8 @@ class ExperimentConfig:
     learn_scale: bool = False  # vp: learn the inner image size (AutoVP style)
     n_shot: int = -1  # training images per class; -1 = all
     max_train: int = -1  # cap on the training set after n-shot sampling; -1 = none
+    train_pool: int = -1  # use a fixed stratified subset of the training split; -1 = all
+    max_test: int = -1  # use a fixed stratified subset of the test split; -1 = all
     seed: int = 1  # seeds sampling, init and data order
     epochs: int = 10  # paper: 100
     lr: float = 0.01  # Adam, as the paper
@@ -102,8 +104,9 @@ class ExperimentConfig:
             raise ValueError("network 'sparsezoo' needs checkpoint=<path of the sparse file>")
         if self.n_shot != -1:
             _at_least("n_shot", self.n_shot, 1, " (or -1 for all)")
-        if self.max_train != -1:
-            _at_least("max_train", self.max_train, 1, " (or -1 for no cap)")
+        for name in ("max_train", "train_pool", "max_test"):
+            if getattr(self, name) != -1:
+                _at_least(name, getattr(self, name), 1, " (or -1 for no cap)")
         _at_least("epochs", self.epochs, 1)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("per_target", self.per_target, 1)
@@ -143,11 +146,10 @@ class ExperimentConfig:
 
     @property
     def pretrained_path(self) -> Path:
-        """pretrained_dir; a relative path is taken from the project root, not the cwd."""
-        from lib.utils import project_root
+        """pretrained_dir resolved (lib.utils.resolve_path): never relative to the cwd."""
+        from lib.utils import resolve_path
 
-        path = Path(self.pretrained_dir).expanduser()
-        return path if path.is_absolute() else project_root() / path
+        return resolve_path(self.pretrained_dir)
 
     @property
     def root(self) -> Path:

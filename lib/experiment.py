@@ -146,15 +146,29 @@ class Splits:
     val: torch.Tensor
 
 
+def _fixed_subset(data: Data, labels: torch.Tensor, size: int) -> tuple[Data, torch.Tensor]:
+    """A stratified subset of about `size` items, the same for every run (seed 0)."""
+    if size == -1 or size >= len(labels):
+        return data, labels
+    per_class = max(1, size // int(labels.max() + 1))
+    index = n_shot_indices(labels, min(per_class, int(labels.bincount().min())), seed=0)
+    return subset(data, index), labels[index]
+
+
 def load_data(cfg: ExperimentConfig) -> tuple[Data, Data, torch.Tensor]:
     """Training pool, test set and the pool's labels, at the size the method feeds in."""
     spec = get_spec(cfg.dataset)
     train = get_dataset(cfg.dataset, "train", cfg.root, image_size=cfg.input_size)
     test = get_dataset(cfg.dataset, "test", cfg.root, image_size=cfg.input_size)
-    labels = dataset_labels(train)
     if spec.kind == "mini":  # small: keep in memory as tensors, batches are plain slices
-        return as_tensors(train), as_tensors(test), labels
+        train, test = as_tensors(train), as_tensors(test)
+    train, labels = _fixed_subset(train, _labels(train), cfg.train_pool)
+    test, _ = _fixed_subset(test, _labels(test), cfg.max_test)
     return train, test, labels
+
+
+def _labels(data: Data) -> torch.Tensor:
+    return data[1] if isinstance(data, tuple) else dataset_labels(data)
 
 
 def make_splits(cfg: ExperimentConfig, labels: torch.Tensor) -> Splits:

@@ -32,7 +32,15 @@ from lib.utils import atomic_write_json, atomic_write_text, progress, project_ro
 
 NOTEBOOKS = project_root() / "notebooks"
 KERNEL = "sparse-vp"
-TOP_LEVEL_KEYS = ("study", "pretrain", "defaults", "grid", "report", "description")
+TOP_LEVEL_KEYS = (
+    "study",
+    "description",
+    "pretrain",
+    "defaults",
+    "method_defaults",
+    "grid",
+    "report",
+)
 
 
 # ---------------------------------------------------------------- params files
@@ -57,14 +65,18 @@ def load_params(path: str | Path) -> dict[str, Any]:
 def expand_grid(params: dict[str, Any]) -> list[ExperimentConfig]:
     """Every run of the study, validated; duplicates (same run key) appear once."""
     defaults = {**(params.get("defaults") or {}), "study": params["study"]}
+    # e.g. {lp: {epochs: 50}, vp: {epochs: 4}}: LP on cached features affords more epochs
+    per_method = params.get("method_defaults") or {}
     grids = params["grid"] if isinstance(params["grid"], list) else [params["grid"]]
     configs: dict[str, ExperimentConfig] = {}
     for i, grid in enumerate(grids):
         axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
         for values in itertools.product(*axes.values()):
+            run = dict(zip(axes, values, strict=True))
+            method = run.get("method", defaults.get("method", "vp"))
             try:
                 cfg = ExperimentConfig.from_dict(
-                    {**defaults, **dict(zip(axes, values, strict=True))}
+                    {**defaults, **(per_method.get(method) or {}), **run}
                 )
             except ValueError as error:
                 raise ValueError(f"grid entry {i}: {error}") from None

@@ -110,7 +110,7 @@ class Normalized(nn.Module):
         return self.module((x - self.mean) / self.std)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: cached features must stay usable in autograd
 def evaluate(
     model: nn.Module, batches: Batches, device: torch.device, desc: str = "eval"
 ) -> tuple[torch.Tensor, torch.Tensor]:

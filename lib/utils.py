@@ -93,3 +93,14 @@ def outputs_dir() -> Path:
 def data_root() -> Path:
     """Where datasets live; $SPARSE_VP_DATA overrides the default outputs/data."""
     return Path(os.environ.get("SPARSE_VP_DATA", outputs_dir() / "data"))
+
+
+def resolve_path(path: str | Path) -> Path:
+    """A path from params: absolute as is; 'outputs/...' under outputs_dir() (so
+    $SPARSE_VP_OUTPUTS moves checkpoints too); anything else from the project root."""
+    path = Path(path).expanduser()
+    if path.is_absolute():
+        return path
+    if path.parts and path.parts[0] == "outputs":
+        return outputs_dir().joinpath(*path.parts[1:])
+    return project_root() / path

@@ -1,0 +1,286 @@
+"""Iterative magnitude pruning (IMP) with weight rewinding -> lottery tickets, resumable.
+
+    from lib.prune import run_imp
+    reports = run_imp("cifar_resnet_20", train_ds, test_ds, "outputs/checkpoints/x",
+                      states=range(9), epochs=2, classes=names, rewind_iter=100)
+
+Which weights are pruned: every conv and linear weight, the first conv and the classifier
+included, under one global threshold -- as open_lth does for its CIFAR ResNets (its default
+`sparse_global` strategy ignores no layer). Biases and BatchNorm are never pruned. A tensor
+left out of the mask passed to `prune` is left dense, which is how a caller spares a layer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from lib.backbone import (
+    Mask,
+    create_backbone,
+    load_lottery_ticket,
+    save_ticket,
+    sparsity,
+    ticket_paths,
+)
+from lib.pretrain import evaluate_classifier, train_classifier
+from lib.utils import atomic_torch_save, atomic_write_json, progress
+
+PRUNE_FRACTION = 0.2  # per IMP level, as in the lottery-ticket work: state k keeps 0.8**k
+
+
+def _count(mask: Mask, fraction: float) -> int:
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    return round(fraction * sum(int(m.sum()) for m in mask.values()))
+
+
+def _remove(mask: Mask, scores: torch.Tensor, n: int) -> Mask:
+    """Zero the `n` surviving entries with the lowest scores (flat order over the mask)."""
+    flat = torch.cat([m.flatten() for m in mask.values()])
+    alive = flat.nonzero().squeeze(1)
+    drop = alive[torch.topk(scores[alive], n, largest=False).indices]
+    flat[drop] = 0.0
+    out, offset = Mask(), 0
+    for name, m in mask.items():
+        out[name] = flat[offset : offset + m.numel()].view_as(m)
+        offset += m.numel()
+    return out
+
+
+def prune(model: nn.Module, mask: Mask, fraction: float) -> Mask:
+    """New mask removing `fraction` of the surviving weights: those of smallest magnitude
+    under one global ranking over every tensor in `mask` (exactly round(fraction * surviving)
+    weights, ties broken by position)."""
+    params = dict(model.named_parameters())
+    scores = torch.cat([params[n].detach().abs().flatten().cpu().float() for n in mask])
+    return _remove(mask, scores, _count(mask, fraction))
+
+
+def random_prune(mask: Mask, fraction: float, seed: int) -> Mask:
+    """Random control: remove round(fraction * surviving) weights drawn uniformly over all
+    surviving weights (global, so each layer loses `fraction` of its weights in expectation)."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.rand(sum(m.numel() for m in mask.values()), generator=generator)
+    return _remove(mask, scores, _count(mask, fraction))
+
+
+def random_mask(model: nn.Module, state: int, seed: int, fraction: float = PRUNE_FRACTION) -> Mask:
+    """The random control at IMP state k: k random rounds from a full mask, so its count of
+    surviving weights equals the ticket's at the same state exactly."""
+    mask = Mask.ones_like(model)
+    for level in range(1, state + 1):
+        mask = random_prune(mask, fraction, seed=seed * 1000 + level)
+    return mask
+
+
+def _report_path(out_dir: Path, arch: str, kind: str, state: int) -> Path:
+    return Path(out_dir) / f"{arch}_{kind}_{state}_report.json"
+
+
+def _done(out_dir: Path, arch: str, kind: str, state: int) -> bool:
+    ckpt, mask = ticket_paths(out_dir, arch, state, kind)
+    return ckpt.exists() and mask.exists() and _report_path(out_dir, arch, kind, state).exists()
+
+
+def _train_level(
+    cfg: dict[str, Any],
+    train_ds: Dataset,
+    test_ds: Dataset,
+    out_dir: Path,
+    kind: str,
+    state: int,
+    mask: Mask,
+    start: dict[str, torch.Tensor],
+    on_step: Any = None,
+) -> dict[str, Any]:
+    """Train from `start` under `mask`, evaluate, write checkpoint + mask + report (report last:
+    it marks the level as finished)."""
+    arch = cfg["arch"]
+    model = create_backbone(arch, num_classes=cfg["num_classes"])
+    model.load_state_dict(start)
+    t0 = time.perf_counter()
+    history = train_classifier(
+        model,
+        train_ds,
+        cfg["epochs"],
+        lr=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        weight_decay=cfg["weight_decay"],
+        label_smoothing=cfg["label_smoothing"],
+        mask=mask,
+        seed=cfg["seed"] + state,
+        on_step=on_step,
+        desc=f"{kind} state {state}",
+    )
+    seconds = time.perf_counter() - t0
+    ckpt_path, mask_path = ticket_paths(out_dir, arch, state, kind)
+    save_ticket(model, mask, ckpt_path, mask_path)
+    report = {
+        "arch": arch,
+        "kind": kind,
+        "state": state,
+        "target_density": 0.8**state,
+        "sparsity": sparsity(model),
+        "mask_sparsity": mask.sparsity,
+        "test_accuracy": evaluate_classifier(model, test_ds),
+        "epochs": cfg["epochs"],
+        "train_seconds": seconds,
+        "history": history,
+        "checkpoint": ckpt_path.name,
+        "mask": mask_path.name,
+    }
+    atomic_write_json(_report_path(out_dir, arch, kind, state), report)
+    return report
+
+
+def _check_config(out_dir: Path, cfg: dict[str, Any]) -> None:
+    """Resume only into a folder made with the same settings; stale tickets are never reused."""
+    path = out_dir / "imp_config.json"
+    if path.exists():
+        old = _load_json(path)
+        diff = {k: (old.get(k), v) for k, v in cfg.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(
+                f"{out_dir} holds IMP results made with other settings "
+                f"(saved vs now: {diff}); use another out_dir or delete it"
+            )
+    atomic_write_json(path, cfg)
+
+
+def _load_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def run_imp(
+    arch: str,
+    train_ds: Dataset,
+    test_ds: Dataset,
+    out_dir: str | os.PathLike,
+    states: Sequence[int],
+    epochs: int,
+    *,
+    classes: Sequence[str],
+    rewind_iter: int = 100,
+    random_states: Sequence[int] = (),
+    lr: float = 0.1,
+    batch_size: int = 128,
+    weight_decay: float = 5e-4,
+    label_smoothing: float = 0.0,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """IMP: level 0 trains densely; level k prunes 20% of the surviving weights of level k-1's
+    trained weights, rewinds to the weights of training step `rewind_iter` of level 0 (0 = the
+    initialization) and retrains with the same schedule. Levels 0..max(states) are saved as
+    {arch}_dyn4_{k}_checkpoint.pth / _mask.pth / _report.json, plus {arch}_random_{k}_...
+    controls for `random_states` (a random mask with the same number of weights, same rewind
+    and schedule). Finished levels are skipped, so a killed run resumes where it stopped.
+    Returns the reports (tickets by state, then the random controls)."""
+    if not states or min(states) < 0:
+        raise ValueError(f"states must be non-empty and >= 0, got {list(states)}")
+    if any(k < 1 for k in random_states):
+        raise ValueError(f"random_states must be >= 1 (state 0 is dense), got {random_states}")
+    steps = epochs * math.ceil(len(train_ds) / batch_size)
+    if not 0 <= rewind_iter <= steps:
+        raise ValueError(
+            f"rewind_iter must be in [0, {steps}] (steps of one run), got {rewind_iter}"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "arch": arch,
+        "num_classes": len(classes),
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "weight_decay": weight_decay,
+        "label_smoothing": label_smoothing,
+        "seed": seed,
+        "rewind_iter": rewind_iter,
+        "prune_fraction": PRUNE_FRACTION,
+        "train_size": len(train_ds),
+        "test_size": len(test_ds),
+    }
+    _check_config(out_dir, cfg)
+    atomic_write_json(out_dir / "classes.json", list(classes))
+    rewind_path = out_dir / f"{arch}_rewind.pth"
+
+    if not _done(out_dir, arch, "dyn4", 0):
+        torch.manual_seed(seed)
+        dense = create_backbone(arch, num_classes=len(classes))
+        init = {k: v.clone() for k, v in dense.state_dict().items()}
+        if rewind_iter == 0:
+            atomic_torch_save(init, rewind_path)
+
+        def snapshot(step: int, model: nn.Module) -> None:
+            if step == rewind_iter:
+                atomic_torch_save(
+                    {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                    rewind_path,
+                )
+
+        _train_level(
+            cfg, train_ds, test_ds, out_dir, "dyn4", 0, Mask.ones_like(dense), init, snapshot
+        )
+    rewind = torch.load(rewind_path, map_location="cpu", weights_only=True)
+
+    for state in progress(range(1, max(states) + 1), desc="IMP levels"):
+        if _done(out_dir, arch, "dyn4", state):
+            continue
+        previous = load_lottery_ticket(arch, *ticket_paths(out_dir, arch, state - 1))
+        mask = prune(previous, Mask.load(ticket_paths(out_dir, arch, state - 1)[1]), PRUNE_FRACTION)
+        _train_level(cfg, train_ds, test_ds, out_dir, "dyn4", state, mask, rewind)
+    for state in random_states:
+        if not _done(out_dir, arch, "random", state):
+            model = create_backbone(arch, num_classes=len(classes))
+            mask = random_mask(model, state, seed)
+            _train_level(cfg, train_ds, test_ds, out_dir, "random", state, mask, rewind)
+    return load_reports(out_dir, arch)
+
+
+def load_reports(out_dir: str | os.PathLike, arch: str) -> list[dict[str, Any]]:
+    """Every finished level's report in `out_dir`: tickets by state, then random controls."""
+    found = [_load_json(p) for p in Path(out_dir).glob(f"{arch}_*_report.json")]
+    return sorted(found, key=lambda r: (r["kind"] != "dyn4", r["state"]))
+
+
+def imp_table(reports: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per ticket / random control: state, densities, source test accuracy, time."""
+    rows = [
+        {
+            "kind": "ticket" if r["kind"] == "dyn4" else "random",
+            "state": r["state"],
+            "target density %": 100 * r["target_density"],
+            "sparsity %": 100 * r["sparsity"],
+            "test accuracy %": 100 * r["test_accuracy"],
+            "epochs": r["epochs"],
+            "train seconds": r["train_seconds"],
+        }
+        for r in reports
+    ]
+    return pd.DataFrame(rows).round(2)
+
+
+def history_frame(reports: list[dict[str, Any]]) -> pd.DataFrame:
+    """Per-epoch training loss/accuracy of every level, long format for seaborn."""
+    rows = [
+        {
+            "level": f"{'ticket' if r['kind'] == 'dyn4' else 'random'} {r['state']}",
+            "kind": r["kind"],
+            "state": r["state"],
+            **h,
+        }
+        for r in reports
+        for h in r["history"]
+    ]
+    return pd.DataFrame(rows)
