@@ -353,16 +353,43 @@ def _safe_load(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    _check_crc(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = _unpickling_reason(err)
+        if reason.startswith("Unsupported operand"):  # garbage, or a pickle it cannot check
+            raise CheckpointError(
+                f"{path}: refused to load: not a file of tensors that the safe loader "
+                f"(weights_only=True) reads: corrupted, or a pickle it cannot check: {reason}"
+            ) from err
         raise CheckpointError(
             f"{path}: refused to load: the file holds objects other than tensors and plain "
-            f"containers, which could run code when unpickled (weights_only=True): {first}"
+            f"containers, which could run code when unpickled (weights_only=True): {reason}"
         ) from err
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
         raise CheckpointError(f"{path}: unreadable, truncated or corrupted file: {err}") from err
+
+
+def _unpickling_reason(err: Exception) -> str:
+    """The line of torch's weights-only error that says what was refused."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0].split(". Please", 1)[0] if lines else type(err).__name__
+
+
+def _check_crc(path: Path) -> None:
+    """torch.load does not verify the zip checksums, so flipped bytes inside a tensor would
+    load silently as wrong weights; check them (one read of the file)."""
+    if not zipfile.is_zipfile(path):
+        return  # legacy torch format: no checksums to verify
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable, truncated or corrupted file: {err}") from err
+    if bad is not None:
+        raise CheckpointError(f"{path}: corrupted file: checksum mismatch in entry {bad!r}")
 
 
 def _strip_prefixes(key: str) -> str:
@@ -460,20 +487,12 @@ def load_lottery_ticket(
     state = _read_state_dict(checkpoint_path)
     mask = Mask.load(mask_path)
     model = _build(arch, _num_classes_in(state, arch, checkpoint_path))
-    unknown = sorted(set(mask) - set(prunable_names(model)))
-    if unknown:
-        raise CheckpointError(
-            f"{mask_path}: names that are not prunable weights of {arch}: {_few(unknown)}"
-        )
-    for name, m in mask.items():
-        if name not in state or state[name].shape != m.shape:
-            got = tuple(state[name].shape) if name in state else "absent"
-            raise CheckpointError(
-                f"{mask_path}: mask {name!r} {tuple(m.shape)} does not fit the "
-                f"checkpoint {checkpoint_path} ({got})"
-            )
-        state[name] = state[name] * m
+    # A checkpoint of another architecture is named as such, before the mask is compared to it.
     _load_strict(model, state, checkpoint_path)
+    try:
+        apply_mask(model, mask)  # the one place masks are checked and applied
+    except ValueError as err:
+        raise CheckpointError(f"{mask_path}: does not fit {checkpoint_path}: {err}") from err
     return _replace_head(model, num_classes) if num_classes else model
 
 

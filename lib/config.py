@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,6 @@ class ExperimentConfig:
     num_workers: int = 0  # DataLoader workers (paper-scale image folders)
     wandb: bool = False  # log to Weights & Biases with the paper's keys (optional)
     tensorboard: bool = False  # log to TensorBoard under outputs/<study>/tensorboard (optional)
-    extra: dict = field(default_factory=dict)  # free-form notes carried into the record
 
     def __post_init__(self) -> None:
         from lib.backbone import ARCHS
@@ -100,6 +100,8 @@ class ExperimentConfig:
             and (self.weight_bits == self.act_bits)
         ):
             raise ValueError("network 'quantized' needs weight_bits or act_bits below 32")
+        if self.wandb and importlib.util.find_spec("wandb") is None:
+            raise ValueError("wandb=True needs the wandb package: pip install wandb")
         if self.network == "sparsezoo" and not self.checkpoint:
             raise ValueError("network 'sparsezoo' needs checkpoint=<path of the sparse file>")
         if self.n_shot != -1:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import resource
 import time
+import warnings
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ from lib.data import (
 from lib.labelmap import LabelMapper
 from lib.prompt import ExpansiveVisualPrompt, PadPrompter
 from lib.quant import quantize_backbone, weight_levels
+from lib.tracking import track_run
 from lib.train import (
     Batches,
     Data,
@@ -60,6 +64,7 @@ from lib.train import (
     PromptedClassifier,
     evaluate,
     freeze,
+    num_samples,
     subset,
     train_linear_probe,
     train_visual_prompt,
@@ -78,12 +83,14 @@ PER_RUN_FIELDS = (
     "per_target",
     "mapping_interval",
     "learn_scale",
-    "extra",
     "val_fraction",
     "max_val",
     "n_bins",
 )
 QUANT_CALIBRATION_BATCHES = 4  # batches of 128 training images set the activation ranges
+# LP feature caches are bounded: least-recently-used files go once the folder exceeds this.
+CACHE_ENV = "SPARSE_VP_CACHE_MB"
+DEFAULT_CACHE_MB = 2048
 
 
 # ---------------------------------------------------------------- source networks
@@ -171,6 +178,33 @@ def _labels(data: Data) -> torch.Tensor:
     return data[1] if isinstance(data, tuple) else dataset_labels(data)
 
 
+@lru_cache(maxsize=16)
+def _pool_labels(dataset: str, root: str, train_pool: int) -> torch.Tensor:
+    """Labels of the training pool load_data would build (only labels are kept)."""
+    size = get_spec(dataset).image_size or 224  # labels do not depend on it; some sets need one
+    labels = dataset_labels(get_dataset(dataset, "train", root, image_size=size))
+    return _fixed_subset((labels, labels), labels, train_pool)[1]
+
+
+def validate(configs: list[ExperimentConfig], sources: bool = True) -> None:
+    """Everything about the configs that can fail, checked before any data or training:
+    checkpoint files (when `sources`) and n-shots against the class sizes (labels only)."""
+    checked = set()
+    for cfg in configs:
+        if sources:
+            check_files(cfg)
+        # the splits depend on these alone: a paper grid has few distinct ones
+        key = (cfg.dataset, str(cfg.root), cfg.train_pool, cfg.val_fraction, cfg.max_val)
+        key += (cfg.max_train, cfg.n_shot, cfg.seed)
+        if cfg.n_shot == -1 or key in checked:
+            continue
+        checked.add(key)
+        try:
+            make_splits(cfg, _pool_labels(cfg.dataset, str(cfg.root), cfg.train_pool))
+        except ValueError as error:
+            raise ValueError(f"{cfg.dataset} (seed {cfg.seed}): {error}") from None
+
+
 def make_splits(cfg: ExperimentConfig, labels: torch.Tensor) -> Splits:
     """Validation carved (stratified, per seed) from train; n-shot sampled from the rest."""
     train_idx, val_idx = train_val_split(labels, cfg.val_fraction, cfg.seed)
@@ -206,23 +240,79 @@ def _feature_cache_path(cfg: ExperimentConfig, split: str) -> Path:
         root=str(cfg.root),
         split=split,
         size=cfg.input_size,
+        subset=cfg.train_pool if split == "train" else cfg.max_test,
     )
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return outputs_dir() / "cache" / "features" / f"{cfg.dataset}-{split}-{digest}.pt"
 
 
+def cache_limit_bytes() -> int:
+    """Size cap of the feature cache: $SPARSE_VP_CACHE_MB megabytes (default 2048)."""
+    value = os.environ.get(CACHE_ENV, "")
+    try:
+        megabytes = float(value) if value else DEFAULT_CACHE_MB
+    except ValueError:
+        raise ValueError(f"${CACHE_ENV}={value!r}: expected a number of megabytes") from None
+    return int(megabytes * 2**20)
+
+
+def evict_cache(folder: Path, limit: int, keep: Path | None = None) -> list[Path]:
+    """Delete the least-recently-used *.pt files of `folder` until it holds at most `limit`
+    bytes; `keep` (the file just written) is never deleted. Returns the deleted files."""
+    entries = []
+    for path in folder.glob("*.pt"):
+        try:
+            entries.append((path.stat().st_mtime, path.stat().st_size, path))
+        except FileNotFoundError:  # evicted by a concurrent run
+            continue
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= limit:
+            break
+        if keep is not None and path == keep:
+            continue
+        path.unlink(missing_ok=True)
+        total -= size
+        removed.append(path)
+    return removed
+
+
+def _read_cache(path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """A cached (features, labels) pair, or None when absent or unusable (then recomputed)."""
+    try:
+        cached = torch.load(path, map_location="cpu", weights_only=True)
+        features, labels = cached["features"], cached["labels"]
+        if not (torch.is_tensor(features) and torch.is_tensor(labels)) or len(features) != len(
+            labels
+        ):
+            raise ValueError("not a (features, labels) pair of equal length")
+    except FileNotFoundError:
+        return None
+    except Exception as error:  # noqa: BLE001 - derived data: any unusable file is recomputed
+        warnings.warn(f"{path}: unusable feature cache ({error}); recomputing", stacklevel=2)
+        return None
+    try:
+        os.utime(path)  # a hit makes the file recently used, so eviction keeps it
+    except FileNotFoundError:
+        pass
+    return features, labels
+
+
 def cached_features(
     cfg: ExperimentConfig, extractor: nn.Module, data: Data, split: str, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen-backbone features of a whole split, computed once per source network."""
+    """Frozen-backbone features of a whole split, computed once per source network and kept
+    in a cache bounded by $SPARSE_VP_CACHE_MB."""
     path = _feature_cache_path(cfg, split)
-    if path.is_file():
-        cached = torch.load(path, weights_only=True)
-        return cached["features"], cached["labels"]
+    cached = _read_cache(path)
+    if cached is not None and len(cached[0]) == num_samples(data):  # else the data changed
+        return cached
     features, labels = evaluate(
         extractor, Batches(data, 512, num_workers=cfg.num_workers), device, desc=f"features {split}"
     )
     atomic_torch_save({"features": features, "labels": labels}, path)
+    evict_cache(path.parent, cache_limit_bytes(), keep=path)
     return features, labels
 
 
@@ -248,9 +338,9 @@ def _group_key(cfg: ExperimentConfig) -> tuple:
 
 def run_experiments(configs: list[ExperimentConfig], force: bool = False) -> list[dict[str, Any]]:
     """Run every config that has no record yet; return all their records."""
+    validate(configs)  # every group's files and n-shots, before the first group trains
     groups: dict[tuple, list[ExperimentConfig]] = {}
     for cfg in configs:
-        check_files(cfg)
         groups.setdefault(_group_key(cfg), []).append(cfg)
     out = []
     for members in groups.values():
@@ -281,7 +371,9 @@ def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, A
         context["test_features"] = cached_features(base, extractor, test, "test", device)
         shared["features_s"] = time.perf_counter() - t0
     for cfg in progress(todo, desc=f"{base.dataset} {base.network}{base.sparsity} {base.method}"):
-        results.write_record(_run_one(cfg, splits[cfg.run_key], pool, test, context, shared))
+        record = _run_one(cfg, splits[cfg.run_key], pool, test, context, shared)
+        results.write_record(record)
+        track_run(cfg, record)  # optional TensorBoard / W&B (cfg.tensorboard, cfg.wandb)
     return [results.read_record(results.record_path(c.study, c.run_key)) for c in configs]
 
 
@@ -429,4 +521,6 @@ def configs_from_parameters(namespace: dict[str, Any]) -> list[ExperimentConfig]
     for name, values in (("n_shots", shots), ("seeds", seeds)):
         if not isinstance(values, list) or not values:
             raise ValueError(f"{name} must be a non-empty list, got {values!r}")
-    return [replace(base, n_shot=n, seed=s) for n in shots for s in seeds]
+    configs = [replace(base, n_shot=n, seed=s) for n in shots for s in seeds]
+    validate(configs)  # missing tickets and too many shots fail here, not mid-notebook
+    return configs

@@ -357,7 +357,7 @@ def quantization(df: pd.DataFrame) -> plt.Figure:
             errorbar="sd",
             ax=ax,
             order=sorted(data["bits"].unique(), key=int),
-            dodge=0.2,
+            dodge=0.2 if data["base"].nunique() > 1 else False,
         )
         ax.set(xlabel="bits (weights = activations)", ylabel=label)
     fig.suptitle("quantization: accuracy and ECE vs bits")

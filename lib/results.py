@@ -37,7 +37,12 @@ def write_record(record: dict[str, Any]) -> Path:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text())
+    """One record; a damaged file is named (records are written atomically, so damage
+    comes from outside: delete the file and the sweep re-runs that run)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: corrupt record ({err}); delete it to re-run that run") from None
 
 
 def read_records(study: str) -> list[dict[str, Any]]:

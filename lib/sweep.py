@@ -19,15 +19,15 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from lib import results
-from lib.config import ExperimentConfig
-from lib.experiment import check_files
+from lib.config import METHODS, ExperimentConfig
+from lib.experiment import check_files, validate
 from lib.utils import atomic_write_json, atomic_write_text, progress, project_root
 
 NOTEBOOKS = project_root() / "notebooks"
@@ -62,15 +62,39 @@ def load_params(path: str | Path) -> dict[str, Any]:
     return params
 
 
+def _section(where: str, section: Any, allowed: set[str]) -> dict[str, Any]:
+    """A mapping of the params file whose keys must be `allowed` (named in the error)."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{where} must be a mapping of parameter: value(s), got {section!r}")
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+            f"choose from: {', '.join(sorted(allowed))}"
+        )
+    return section
+
+
 def expand_grid(params: dict[str, Any]) -> list[ExperimentConfig]:
     """Every run of the study, validated; duplicates (same run key) appear once."""
-    defaults = {**(params.get("defaults") or {}), "study": params["study"]}
+    known = {f.name for f in fields(ExperimentConfig)}
+    defaults = {**_section("defaults", params.get("defaults"), known), "study": params["study"]}
     # e.g. {lp: {epochs: 50}, vp: {epochs: 4}}: LP on cached features affords more epochs
-    per_method = params.get("method_defaults") or {}
+    per_method = _section("method_defaults", params.get("method_defaults"), set(METHODS))
+    for method, section in per_method.items():
+        _section(f"method_defaults.{method}", section, known)
     grids = params["grid"] if isinstance(params["grid"], list) else [params["grid"]]
     configs: dict[str, ExperimentConfig] = {}
     for i, grid in enumerate(grids):
-        axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
+        axes = {
+            k: v if isinstance(v, list) else [v]
+            for k, v in _section(f"grid entry {i}", grid, known).items()
+        }
+        empty = [k for k, v in axes.items() if not v]
+        if empty:
+            raise ValueError(f"grid entry {i}: no values for {', '.join(map(repr, empty))}")
         for values in itertools.product(*axes.values()):
             run = dict(zip(axes, values, strict=True))
             method = run.get("method", defaults.get("method", "vp"))
@@ -264,10 +288,14 @@ def summarize(outcomes: list[Outcome], out: Callable[[str], None] = print) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lib.slurm import parse_args as slurm_args
+    from lib.slurm import parser as slurm_parser
+
     parser = argparse.ArgumentParser(
         prog="python -m lib.sweep",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="flags of --backend slurm:\n" + slurm_parser().format_help(),
     )
     parser.add_argument("params", help="YAML grid, e.g. params/mini.yaml")
     parser.add_argument(
@@ -284,9 +312,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-report", action="store_true", help="skip the report notebook")
     args, backend_args = parser.parse_known_args(argv)
+    if args.backend == "slurm":
+        slurm_args(backend_args)  # bad cluster flags fail before anything runs
 
     params = load_params(args.params)
     configs = expand_grid(params)  # validates every run before anything starts
+    try:  # n-shots vs class sizes (labels only); checkpoint files are checked after pretrain
+        validate(configs, sources=False)
+    except FileNotFoundError as error:  # a dataset missing here: fatal unless only listing
+        if not args.dry_run:
+            raise
+        print(f"[sweep] n-shots not checked: {str(error).splitlines()[0]}", flush=True)
     executions = plan(configs)
     todo = [e for e in executions if not e.done]
     print(

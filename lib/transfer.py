@@ -135,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(str(error))
     os.environ["SPARSE_VP_OUTPUTS"] = str(Path(args.results_path).resolve())
     from lib import results
-    from lib.experiment import check_files
+    from lib.experiment import validate
     from lib.sweep import execute_notebook
 
-    check_files(cfg)
-    params = {k: v for k, v in cfg.to_dict().items() if k not in ("n_shot", "seed", "extra")}
+    try:
+        validate([cfg])  # missing ticket files, too many shots: a usage error, exit 2
+    except (ValueError, FileNotFoundError) as error:
+        parser().error(str(error))
+    params = {k: v for k, v in cfg.to_dict().items() if k not in ("n_shot", "seed")}
     output = results.study_dir(cfg.study) / "runs" / f"{cfg.run_key}.ipynb"
     execute_notebook(
         "transfer.ipynb", output, {**params, "n_shots": [cfg.n_shot], "seeds": [cfg.seed]}

@@ -8,6 +8,7 @@ import shutil
 import nbformat
 import pandas as pd
 import pytest
+from papermill.translators import PythonTranslator
 
 from lib import results, sweep
 from lib.utils import project_root
@@ -23,8 +24,11 @@ def test_notebooks_are_parametrized_for_papermill(name):
     assert nb.metadata["language_info"]["name"] == "python"
     tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for line in tagged[0].source.splitlines():  # flat, typed, commented (--help-notebook)
+    lines = tagged[0].source.strip().splitlines()
+    for line in lines:  # flat, typed, commented
         assert ": " in line.split("=")[0] and "  # " in line, line
+    # papermill --help-notebook must understand every line (no "=" in the comments)
+    assert len(PythonTranslator.inspect(tagged[0])) == len(lines)
 
 
 def test_smoke_study_end_to_end_then_nothing_to_do(outputs, capsys):

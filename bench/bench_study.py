@@ -1,0 +1,92 @@
+"""Wall time of a whole study, cold (nothing cached) and warm (everything cached).
+
+    python bench/bench_study.py                          # the mini study: ~20 min cold
+    python bench/bench_study.py --params params/smoke.yaml   # ~2-3 min
+
+Runs `python -m lib.sweep PARAMS` (what `make study` runs) twice with SPARSE_VP_OUTPUTS
+pointing at a fresh temporary folder: the first run pretrains the source model and
+tickets, renders the data, executes every transfer notebook and the report; the second
+finds every record and stamp and should do next to nothing. Prints both times, warm last.
+The data is prepared inside that folder too, unless $SPARSE_VP_DATA points elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine
+
+from lib.utils import project_root
+
+SWEEP_LINE = re.compile(r"\[sweep\] .*: (\d+) runs in (\d+) notebooks, (\d+) to execute")
+
+
+def run_sweep(params: Path, env: dict[str, str], label: str) -> tuple[float, str]:
+    """Seconds of one `python -m lib.sweep params` and its output; exits on failure."""
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lib.sweep", str(params)],
+        cwd=project_root(),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    seconds = time.perf_counter() - start
+    output = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        print(output[-4000:], file=sys.stderr)
+        raise SystemExit(f"[study] {label} sweep failed (exit {proc.returncode})")
+    match = SWEEP_LINE.search(output)
+    plan = f"{match[1]} runs, {match[3]} of {match[2]} notebooks executed" if match else "?"
+    print(f"[study] {label}: {seconds:.1f} s ({plan})", flush=True)
+    return seconds, output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--params", default="params/mini.yaml", help="the study's YAML grid")
+    parser.add_argument(
+        "--outputs",
+        default="",
+        help="outputs folder to use (must not exist); default: a temporary one, deleted after",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary outputs")
+    args = parser.parse_args(argv)
+    params = Path(args.params)
+    if not params.is_absolute():
+        params = project_root() / params
+    if not params.is_file():
+        raise SystemExit(f"params file {params} not found")
+    if args.outputs and Path(args.outputs).exists():
+        raise SystemExit(f"--outputs {args.outputs} exists; a cold run needs a fresh folder")
+    print(f"[study] {machine()}", flush=True)
+
+    outputs = Path(args.outputs or tempfile.mkdtemp(prefix="sparse-vp-bench-study-"))
+    env = {**os.environ, "SPARSE_VP_OUTPUTS": str(outputs), "SPARSE_VP_NO_PROGRESS": "1"}
+    print(f"[study] {params.name} into {outputs}", flush=True)
+    try:
+        cold, _ = run_sweep(params, env, "cold")
+        warm, output = run_sweep(params, env, "warm")
+        match = SWEEP_LINE.search(output)
+        if match and match[3] != "0":
+            print(f"[study] WARNING: the warm run executed {match[3]} notebooks", file=sys.stderr)
+    finally:
+        if not (args.keep or args.outputs):
+            shutil.rmtree(outputs, ignore_errors=True)
+    print(f"study_cold_s {cold:.1f} study_warm_s {warm:.1f}")
+    print(f"study {cold:.0f}s cold, {warm:.1f}s warm")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

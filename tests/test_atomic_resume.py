@@ -1,0 +1,198 @@
+"""Interrupted work leaves no partial file, and a re-run does exactly what is missing.
+
+The kill test SIGKILLs a real `python -m lib.sweep` (and the notebook kernels it started)
+in the middle of a grid, then resumes it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import torch
+import yaml
+
+from lib import results
+from lib.sweep import expand_grid, load_params, plan
+from lib.utils import project_root
+
+
+def _env():
+    return {**os.environ, "SPARSE_VP_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group and the kernels it started (each in its own session)."""
+    kernels = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for child in kernels:
+        try:
+            os.killpg(os.getpgid(child.pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=30)
+    psutil.wait_procs(kernels, timeout=30)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.glob("*.json")}
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_exactly_the_missing_runs(outputs, tickets, tmp_path):
+    params = {
+        "study": "kill",
+        "report": False,
+        "defaults": {
+            "dataset": "digits",
+            "pretrained_dir": str(tickets),
+            "method": "lp",
+            "epochs": 2,
+            "n_shot": 3,
+            "train_pool": 100,
+            "max_val": 20,
+            "max_test": 30,
+        },
+        # two notebook executions of three runs each
+        "grid": [
+            {"network": "dense", "seed": [1, 2, 3]},
+            {"network": "ticket", "sparsity": 2, "seed": [1, 2, 3]},
+        ],
+    }
+    path = tmp_path / "kill.yaml"
+    path.write_text(yaml.safe_dump(params))
+    records = outputs / "kill" / "records"
+    command = [sys.executable, "-m", "lib.sweep", str(path), "--no-report"]
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=project_root(),
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 240
+            while not list(records.glob("*.json")):
+                assert proc.poll() is None, f"sweep ended early:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"no record yet:\n{log.read_text()}"
+                time.sleep(0.05)
+        finally:
+            _kill_tree(proc)
+
+    first = _snapshot(records)
+    assert 1 <= len(first) < 6, "the kill must land in the middle of the grid"
+    for name, (_, data) in first.items():
+        assert json.loads(data)["run_key"] == name.removesuffix(".json")  # whole, parseable
+    executions = plan(expand_grid(load_params(path)))
+    skipped = sum(e.done for e in executions)
+
+    done = subprocess.run(
+        command, cwd=project_root(), env=_env(), capture_output=True, text=True, timeout=400
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = f"{len(executions) - skipped} done, {skipped} skipped, 0 failed"
+    assert summary in done.stdout, done.stdout
+
+    after = _snapshot(records)
+    assert len(after) == 6
+    for name, (mtime, data) in first.items():  # finished runs were not run again
+        assert after[name] == (mtime, data)
+    frame = pd.read_csv(outputs / "kill" / "results.csv")
+    assert not frame["run_key"].duplicated().any()
+    assert sorted(frame["run_key"]) == sorted(n.removesuffix(".json") for n in after)
+    assert all(json.loads(data)["run_key"] for _, data in after.values())
+    assert len(results.read_records("kill")) == 6
+
+
+WRITER = """
+import sys, torch
+from lib.utils import atomic_torch_save
+big = torch.arange(8_000_000, dtype=torch.float32)
+while True:  # nearly all its time is spent writing
+    atomic_torch_save({"x": big}, sys.argv[1])
+"""
+
+
+def test_a_killed_writer_leaves_the_previous_file_whole(tmp_path):
+    target = tmp_path / "features.pt"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(target)], cwd=project_root(), env=_env()
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not target.exists():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        # kill while a new version is being written: a temporary file exists (atomic) or
+        # the file is shorter than a whole one (written in place)
+        whole, writing = 0, time.monotonic() + 2
+        while time.monotonic() < writing:
+            size = target.stat().st_size
+            if any(p.suffix == ".tmp" for p in tmp_path.iterdir()) or size < whole:
+                break
+            whole = max(whole, size)
+            time.sleep(0.002)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    saved = torch.load(target, weights_only=True)
+    assert torch.equal(saved["x"], torch.arange(8_000_000, dtype=torch.float32))
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["features.pt"]  # temporaries are hidden
+
+
+# Calls that write files; in lib/ they belong in lib/utils.py's atomic helpers only.
+DIRECT_WRITES = {("torch", "save"), ("np", "save"), ("json", "dump"), ("pickle", "dump")}
+
+
+def _write_mode(args: list[ast.expr]) -> bool:
+    return any(isinstance(a, ast.Constant) and set(str(a.value)) & set("wax") for a in args)
+
+
+def _direct_writes(tree: ast.AST) -> list[int]:
+    lines = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name):
+            bad = func.id == "open" and _write_mode(node.args[1:2])
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else ""
+            bad = (
+                (owner, func.attr) in DIRECT_WRITES
+                or func.attr in ("write_text", "write_bytes")
+                or (func.attr == "to_csv" and bool(node.args))  # to_csv() -> str is fine
+                or (func.attr == "open" and _write_mode(node.args[:1]))  # Path.open("w")
+            )
+        else:
+            bad = False
+        if bad:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_lib_writes_artifacts_only_through_atomic_helpers():
+    offenders = [
+        f"{path.name}:{line}"
+        for path in sorted((project_root() / "lib").glob("*.py"))
+        if path.name != "utils.py"
+        for line in _direct_writes(ast.parse(path.read_text()))
+    ]
+    assert not offenders, f"writes that bypass lib.utils.atomic_*: {offenders}"
+
+
+def test_the_scan_finds_a_direct_write():
+    code = "import torch\ndef f(x, p):\n    torch.save(x, p)\n    p.write_text('a')\n"
+    assert _direct_writes(ast.parse(code)) == [3, 4]
