@@ -353,4 +353,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (ValueError, FileNotFoundError) as error:  # bad params or files: no traceback
+        print(f"python -m lib.sweep: error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from lib.backbone import TORCHVISION_ARCHS
 from lib.config import ExperimentConfig
+from lib.utils import data_root
 
 
 def parser() -> argparse.ArgumentParser:
@@ -133,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)  # every flag checked before anything runs
     except ValueError as error:
         parser().error(str(error))
+    # --results_path moves the results only: data and tickets stay where they were found.
+    os.environ.setdefault("SPARSE_VP_DATA", str(data_root()))
+    cfg = replace(cfg, pretrained_dir=str(cfg.pretrained_path))
     os.environ["SPARSE_VP_OUTPUTS"] = str(Path(args.results_path).resolve())
     from lib import results
     from lib.experiment import validate

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import psutil
 import pytest
 import torch
 import yaml
@@ -30,17 +29,37 @@ def _env():
     return {**os.environ, "SPARSE_VP_NO_PROGRESS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name: [state, ppid, pgrp, ...]."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _descendants(pid: int) -> list[int]:
+    kids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    kids = [k for k in kids if _stat(k)[1:2] == [str(pid)]]
+    return kids + [d for k in kids for d in _descendants(k)]
+
+
 def _kill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL the process group and the kernels it started (each in its own session)."""
-    kernels = psutil.Process(proc.pid).children(recursive=True)
+    if proc.poll() is not None:  # it ended by itself (the test then reports why)
+        return
+    os.killpg(proc.pid, signal.SIGSTOP)  # frozen: it starts no kernel after the next line
+    kernels = _descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGKILL)
-    for child in kernels:
+    for pid in kernels:
         try:
-            os.killpg(os.getpgid(child.pid), signal.SIGKILL)
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait(timeout=30)
-    psutil.wait_procs(kernels, timeout=30)
+    deadline = time.monotonic() + 30
+    while any(_stat(pid)[:1] not in ([], ["Z"]) for pid in kernels):  # gone or a zombie
+        assert time.monotonic() < deadline, "kernels still running after SIGKILL"
+        time.sleep(0.05)
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
@@ -48,6 +67,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the kernels in /proc")
 def test_killed_sweep_resumes_exactly_the_missing_runs(outputs, tickets, tmp_path):
     params = {
         "study": "kill",
