@@ -61,7 +61,8 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
 
 
 def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
-    """Reliability diagram: accuracy per confidence bin against the diagonal."""
+    """Reliability diagram: accuracy per confidence bin (bars), mean confidence (the hatched
+    gap's other end) and the share of test samples per bin (grey, bottom)."""
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     bins = pd.DataFrame(record["reliability"]["raw"])
     bins = bins[bins["count"] > 0]
@@ -71,8 +72,10 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
         bins["accuracy"],
         width=width,
         align="edge",
-        alpha=0.8,
+        color="tab:blue",
+        alpha=0.7,
         edgecolor="k",
+        lw=0.5,
         label="accuracy",
     )
     ax.bar(
@@ -81,9 +84,15 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
         bottom=bins["accuracy"],
         width=width,
         align="edge",
-        color="tab:red",
-        alpha=0.3,
-        label="gap",
+        fill=False,
+        hatch="//",
+        edgecolor="tab:red",
+        lw=0.8,
+        label="gap to confidence",
+    )
+    share = bins["count"] / bins["count"].sum()
+    ax.bar(
+        bins["lower"], 0.15 * share, width=width, align="edge", color="0.4", label="samples (share)"
     )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     m = record["metrics"]["test"]

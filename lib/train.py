@@ -149,6 +149,23 @@ def _val_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dic
     }
 
 
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """At most `n` torch intra-op threads inside the block."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(min(n, before))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# A head step below this many multiply-adds runs on one thread: its ops are so small that
+# thread synchronisation costs more than it saves (bench/bench_lp.py: 2 threads on the
+# shared 2-core CPU made the mini study's LP ~10x slower than 1). Same math.
+SINGLE_THREAD_MACS = 2**22
+
+
 def train_linear_probe(
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
@@ -160,6 +177,21 @@ def train_linear_probe(
     n_bins: int = 15,
 ) -> tuple[nn.Linear, Fit]:
     """Train a linear head on cached features; return the head of the best validation epoch."""
+    small = batch_size * train[0].shape[1] * num_classes <= SINGLE_THREAD_MACS
+    with _threads(1) if small else contextlib.nullcontext():
+        return _train_linear_probe(train, val, num_classes, epochs, lr, batch_size, seed, n_bins)
+
+
+def _train_linear_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    n_bins: int,
+) -> tuple[nn.Linear, Fit]:
     torch.manual_seed(seed)
     head = nn.Linear(train[0].shape[1], num_classes)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
