@@ -133,6 +133,39 @@ class Fit:
     history: list[dict] = field(default_factory=list)
     mapping_changes: list[dict] = field(default_factory=list)
 
+    def end_epoch(
+        self,
+        epoch: int,
+        train: dict[str, float],
+        lr: float,
+        val_logits: torch.Tensor,
+        val_labels: torch.Tensor,
+        n_bins: int,
+    ) -> bool:
+        """Record the epoch's row; True when it is the best validation epoch so far."""
+        self.history.append(
+            {
+                "epoch": epoch,
+                "train_loss": train["loss"] / train["seen"],
+                "train_accuracy": train["correct"] / train["seen"],
+                "lr": lr,
+                "val_accuracy": (val_logits.argmax(1) == val_labels).float().mean().item(),
+                "val_ece": ece(val_logits.softmax(1), val_labels, n_bins=n_bins),
+            }
+        )
+        if self.history[-1]["val_accuracy"] <= self.best_val_accuracy:
+            return False
+        self.best_epoch, self.best_val_accuracy = epoch, self.history[-1]["val_accuracy"]
+        return True
+
+
+def _tally(
+    stats: dict[str, float], loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+) -> None:
+    stats["loss"] += loss.item() * len(labels)
+    stats["correct"] += (logits.argmax(1) == labels).sum().item()
+    stats["seen"] += len(labels)
+
 
 def _schedule(
     optimizer: torch.optim.Optimizer, epochs: int
@@ -140,13 +173,6 @@ def _schedule(
     # The paper: MultiStepLR at 50% and 72% of the epochs, gamma 0.1.
     milestones = [int(0.5 * epochs), int(0.72 * epochs)]
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
-
-
-def _val_metrics(logits: torch.Tensor, labels: torch.Tensor, n_bins: int) -> dict[str, float]:
-    return {
-        "val_accuracy": (logits.argmax(1) == labels).float().mean().item(),
-        "val_ece": ece(logits.softmax(1), labels, n_bins=n_bins),
-    }
 
 
 @contextlib.contextmanager
@@ -200,30 +226,19 @@ def _train_linear_probe(
     fit, best = Fit(), copy.deepcopy(head.state_dict())
     for epoch in progress(range(epochs), desc="LP epochs", leave=False):
         head.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        stats = {"loss": 0.0, "correct": 0, "seen": 0}
         for x, y in batches:
             logits = head(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            _tally(stats, loss, logits, y)
         lr_now = scheduler.get_last_lr()[0]
         scheduler.step()
         with torch.inference_mode():
             val_logits = head(val[0])
-        row = {
-            "epoch": epoch,
-            "train_loss": total_loss / seen,
-            "train_accuracy": correct / seen,
-            "lr": lr_now,
-            **_val_metrics(val_logits, val[1], n_bins),
-        }
-        fit.history.append(row)
-        if row["val_accuracy"] > fit.best_val_accuracy:
-            fit.best_epoch, fit.best_val_accuracy = epoch, row["val_accuracy"]
+        if fit.end_epoch(epoch, stats, lr_now, val_logits, val[1], n_bins):
             best = copy.deepcopy(head.state_dict())
     head.load_state_dict(best)
     return head.eval(), fit
@@ -314,7 +329,7 @@ def train_visual_prompt(
                 if previous != mapping.tolist():
                     fit.mapping_changes.append({"epoch": epoch, "mapping": mapping.tolist()})
         model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        stats = {"loss": 0.0, "correct": 0, "seen": 0}
         for x, y in progress(train_batches, desc=f"epoch {epoch}", leave=False):
             x, y = _to(x, device), y.to(device)
             with _autocast(device):
@@ -324,22 +339,11 @@ def train_visual_prompt(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            total_loss += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(y)
+            _tally(stats, loss, logits, y)
         lr_now = scheduler.get_last_lr()[0]
         scheduler.step()
         val_logits, val_labels = evaluate(model, val_batches, device, desc="val")
-        row = {
-            "epoch": epoch,
-            "train_loss": total_loss / seen,
-            "train_accuracy": correct / seen,
-            "lr": lr_now,
-            **_val_metrics(val_logits, val_labels, n_bins),
-        }
-        fit.history.append(row)
-        if row["val_accuracy"] > fit.best_val_accuracy:
-            fit.best_epoch, fit.best_val_accuracy = epoch, row["val_accuracy"]
+        if fit.end_epoch(epoch, stats, lr_now, val_logits, val_labels, n_bins):
             best = model.trainable_state()
     model.load_trainable_state(best)
     return fit
