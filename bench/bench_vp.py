@@ -19,7 +19,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from common import add_common_args, interleave, max_abs_diff, median, setup, tensors
+from common import add_common_args, interleave, median, setup, tensors
 from torch import nn
 
 from lib.backbone import create_backbone
@@ -29,8 +29,10 @@ from lib.prompt import ExpansiveVisualPrompt
 from lib.train import PromptedClassifier, train_visual_prompt
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
-# Backbone outputs differ in the last bits (memory format, batch size); Adam keeps that small.
-PROMPT_TOL = 1e-4
+# Backbone outputs differ in the last bits (memory format, batch size) and Adam's normalised
+# steps amplify that where gradients are near zero: measured ~1e-3 of the prompt's norm.
+# A real difference (data order, mapping, learning rate) is of the order of the prompt.
+PROMPT_TOL = 1e-2  # on |paper - project| / |project| (L2 norms)
 
 
 def paper_mapping(source_logits: torch.Tensor, labels: torch.Tensor, num_target: int) -> list:
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_common_args(parser, repeats=3)
     args = parser.parse_args(argv)
+    if not 0 < args.val_fraction < 1:
+        parser.error(f"--val-fraction must be in (0, 1); got {args.val_fraction}")
     setup(args, "vp")
 
     size = get_spec(args.dataset).vp_size
@@ -165,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     paper_prompt, paper_map = timings.results["paper"]
     project_prompt, project_map = timings.results["project"]
-    delta_diff = max_abs_diff(paper_prompt.delta, project_prompt.delta)
+    diff = (paper_prompt.delta - project_prompt.delta).detach().norm()
+    delta_diff = (diff / project_prompt.delta.detach().norm().clamp_min(1e-12)).item()
     speedup = timings.ratio("paper", "project")
     for key in ("paper", "project"):
         rate = n * args.epochs / median(timings.wall[key])
@@ -176,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[vp] speedup on the CPU clock: {timings.ratio('paper', 'project', 'cpu'):.2f}x")
     print(
         f"[vp] same result: mapping {'equal' if paper_map == project_map else 'DIFFERENT'} "
-        f"{project_map}, max |d prompt| {delta_diff:.2e} (tol {PROMPT_TOL:g})"
+        f"{project_map}, prompt relative difference {delta_diff:.1e} (tol {PROMPT_TOL:g})"
     )
     failures = []
     if paper_map != project_map or delta_diff > PROMPT_TOL:

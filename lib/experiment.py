@@ -309,7 +309,7 @@ def cached_features(
     if cached is not None and len(cached[0]) == num_samples(data):  # else the data changed
         return cached
     features, labels = evaluate(
-        extractor, Batches(data, 512, num_workers=cfg.num_workers), device, desc=f"features {split}"
+        extractor, Batches(data, 256, num_workers=cfg.num_workers), device, desc=f"features {split}"
     )
     atomic_torch_save({"features": features, "labels": labels}, path)
     evict_cache(path.parent, cache_limit_bytes(), keep=path)
@@ -438,9 +438,9 @@ def _run_one(
             cfg.num_workers,
         )
         t1 = time.perf_counter()
-        val_logits, val_labels = evaluate(model, Batches(subset(pool, splits.val), 512), device)
+        val_logits, val_labels = evaluate(model, Batches(subset(pool, splits.val), 256), device)
         test_logits, test_labels = evaluate(
-            model, Batches(test, 512, num_workers=cfg.num_workers), device, desc="test"
+            model, Batches(test, 256, num_workers=cfg.num_workers), device, desc="test"
         )
         artifacts["prompt"] = prompt.pattern().detach().cpu()
         mapping_info = _mapping_info(cfg, mapper, num_source, spec.classes)
