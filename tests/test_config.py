@@ -52,7 +52,7 @@ def test_config_is_frozen_and_keyed_by_content():
     assert cfg.run_key == same.run_key != other.run_key
     assert cfg.run_key.startswith("digits-dense-lp-full-s1-")
     # logging switches do not change what a run computes, so not its identity
-    assert dataclasses.replace(cfg, wandb=True).run_key == cfg.run_key
+    assert dataclasses.replace(cfg, tensorboard=True).run_key == cfg.run_key
 
 
 def test_input_size_follows_the_method():
