@@ -74,8 +74,10 @@ def results_frame(study: str) -> pd.DataFrame:
 
 def write_results_csv(study: str) -> Path:
     """Rebuild results.csv from the records: one row per record, never duplicated."""
-    frame = results_frame(study)
-    return atomic_write_text(study_dir(study) / "results.csv", frame.to_csv(index=False))
+    path, text = study_dir(study) / "results.csv", results_frame(study).to_csv(index=False)
+    if path.is_file() and path.read_text() == text:
+        return path  # unchanged: a warm re-run leaves every file as it was
+    return atomic_write_text(path, text)
 
 
 @functools.cache
