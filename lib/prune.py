@@ -93,6 +93,23 @@ def _done(out_dir: Path, arch: str, kind: str, state: int) -> bool:
     return ckpt.exists() and mask.exists() and _report_path(out_dir, arch, kind, state).exists()
 
 
+def _train(
+    cfg: dict[str, Any], model: nn.Module, train_ds: Dataset, seed: int, **kwargs: Any
+) -> list[dict[str, Any]]:
+    """train_classifier with the IMP run's schedule (every level trains the same way)."""
+    return train_classifier(
+        model,
+        train_ds,
+        cfg["epochs"],
+        lr=cfg["lr"],
+        batch_size=cfg["batch_size"],
+        weight_decay=cfg["weight_decay"],
+        label_smoothing=cfg["label_smoothing"],
+        seed=seed,
+        **kwargs,
+    )
+
+
 def _train_level(
     cfg: dict[str, Any],
     train_ds: Dataset,
@@ -110,16 +127,12 @@ def _train_level(
     model = create_backbone(arch, num_classes=cfg["num_classes"])
     model.load_state_dict(start)
     t0, cpu0 = time.perf_counter(), time.process_time()
-    history = train_classifier(
+    history = _train(
+        cfg,
         model,
         train_ds,
-        cfg["epochs"],
-        lr=cfg["lr"],
-        batch_size=cfg["batch_size"],
-        weight_decay=cfg["weight_decay"],
-        label_smoothing=cfg["label_smoothing"],
+        cfg["seed"] + state,
         mask=mask,
-        seed=cfg["seed"] + state,
         on_step=on_step,
         desc=f"{kind} state {state}",
     )
@@ -165,18 +178,7 @@ def _train_to_rewind_point(cfg: dict[str, Any], train_ds: Dataset, path: Path) -
             raise _RewindReached  # the rest of this run is not needed
 
     try:
-        train_classifier(
-            model,
-            train_ds,
-            cfg["epochs"],
-            lr=cfg["lr"],
-            batch_size=cfg["batch_size"],
-            weight_decay=cfg["weight_decay"],
-            label_smoothing=cfg["label_smoothing"],
-            seed=cfg["seed"],
-            on_step=snapshot,
-            desc="to the rewind point",
-        )
+        _train(cfg, model, train_ds, cfg["seed"], on_step=snapshot, desc="to the rewind point")
     except _RewindReached:
         pass
 
