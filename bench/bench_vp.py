@@ -7,7 +7,9 @@ One ILM-VP epoch is a mapping pass (the current prompt over the training set, fr
 label mapping), a training pass over the prompt and an evaluation pass. The baseline does
 it the straightforward way of ILM-VP's code: default memory format, the mapping pass
 under torch.no_grad at the training batch size, evaluation at the training batch size.
-The project runs lib.train.train_visual_prompt for the same epochs. Same prompt, same
+The project runs lib.experiment's way for the same epochs: eval-mode BatchNorm folded into
+the convolutions (lib.train.fold_batchnorm), channels_last, the mapping and evaluation
+passes in larger batches, lib.train.train_visual_prompt. Same prompt, same
 backbone, same label-mapping rule, same data order: the script checks that both find the
 same mapping and learn the same prompt, then prints the speedup (images/s ratio) last.
 """
@@ -26,7 +28,7 @@ from lib.backbone import create_backbone
 from lib.data import get_spec
 from lib.labelmap import LabelMapper
 from lib.prompt import ExpansiveVisualPrompt
-from lib.train import PromptedClassifier, train_visual_prompt
+from lib.train import PromptedClassifier, fold_batchnorm, train_visual_prompt
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 # Backbone outputs differ in the last bits (memory format, batch size) and Adam's normalised
@@ -113,10 +115,10 @@ def project_visual_prompt(
     batch_size: int,
     seed: int,
 ) -> tuple[ExpansiveVisualPrompt, list]:
-    """lib.experiment's way: PromptedClassifier + train_visual_prompt."""
+    """lib.experiment's way: BN folded into the convs, PromptedClassifier, train_visual_prompt."""
     prompt = ExpansiveVisualPrompt(SOURCE_SIZE, train[0].shape[-1])
     mapper = LabelMapper("ilm", SOURCE_CLASSES, num_target, seed=seed)
-    model = PromptedClassifier(prompt, source, mapper)
+    model = PromptedClassifier(prompt, fold_batchnorm(source), mapper)
     train_visual_prompt(model, train, val, epochs, lr, batch_size, seed)
     return prompt, mapper.mapping.tolist()
 

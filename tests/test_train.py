@@ -1,5 +1,7 @@
 """LP and VP loops on real data (sklearn digits) with a randomly initialised source."""
 
+import copy
+
 import pytest
 import torch
 
@@ -20,6 +22,7 @@ from lib.train import (
     Normalized,
     PromptedClassifier,
     evaluate,
+    fold_batchnorm,
     freeze,
     train_linear_probe,
     train_visual_prompt,
@@ -117,3 +120,47 @@ def test_lr_schedule_follows_the_paper():
     assert lrs[:5] == [0.01] * 5
     assert lrs[5:7] == pytest.approx([0.001] * 2)
     assert lrs[7:] == pytest.approx([0.0001] * 3)
+
+
+@pytest.mark.parametrize("arch", ["cifar_resnet_20", "resnet18"])
+def test_fold_batchnorm_keeps_the_function_and_drops_every_bn(arch, sparse_source):
+    if arch == "cifar_resnet_20":
+        model, mask = sparse_source
+    else:
+        torch.manual_seed(0)
+        model = create_backbone(arch, num_classes=10)
+        with torch.no_grad():  # BN statistics away from the identity
+            model.train()(torch.randn(8, 3, 64, 64))
+        model, mask = freeze(model), None
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # a copy
+    x = torch.randn(4, 3, 32, 32)
+    assert torch.allclose(folded(x), model(x), atol=1e-5)
+    # Evaluated in float64, where rounding (which ReLU gating amplifies in a float32 input
+    # gradient, folded or not) stays far below the tolerance: the folded weights (float32)
+    # give the same logits and the same gradient for the prompt.
+    x = x.double().requires_grad_()
+    out, ref = copy.deepcopy(folded).double()(x), copy.deepcopy(model).double()(x)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-6)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), x)
+    assert torch.allclose(grad, ref_grad, rtol=1e-5, atol=1e-6)
+    if mask is not None:
+        assert _pruned_weights_are_zero(folded, mask)
+
+
+def test_fold_batchnorm_leaves_an_untraceable_model_unfolded():
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) if x.sum() > 0 else x  # data-dependent
+
+    folded = fold_batchnorm(Branchy())
+    assert isinstance(folded.bn, torch.nn.BatchNorm2d)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(folded(x), Branchy.forward(folded, x))
