@@ -32,8 +32,9 @@ data: setup $(FASHION_DEB)
 	$(PY) -c "from lib.data import ensure_fashion_mnist; ensure_fashion_mnist()"
 
 # The main job: the embedded mini study (pretrain + tickets, transfer sweep, report).
+# Two notebooks at a time, one thread each: one kernel's start-up overlaps the other's work.
 study: data
-	$(PY) -m lib.sweep params/mini.yaml
+	$(PY) -m lib.sweep params/mini.yaml --workers 2
 
 # The same pipeline in about two minutes.
 smoke: data

@@ -138,17 +138,17 @@ def evaluate_classifier(model: nn.Module, ds: Dataset, batch_size: int = 512) ->
 @dataclass(frozen=True)
 class SourceConfig:
     """Validated settings of notebooks/pretrain_source.ipynb; defaults are the mini study's,
-    sized for about 8 minutes of pretraining + IMP on an idle 2-core CPU."""
+    sized for about 5 minutes of pretraining + IMP on an idle 2-core CPU."""
 
     arch: str = "cifar_resnet_20"
     dataset: str = "glyphs"
     num_classes: int = 45  # glyphs: the first n glyph classes (digits first)
-    per_class: int = 200  # glyphs: training images per class
+    per_class: int = 120  # glyphs: training images per class
     test_per_class: int = 100  # glyphs: test images per class (held-out fonts)
     data_seed: int = 0
     epochs: int = 2
     lr: float = 0.1
-    batch_size: int = 128
+    batch_size: int = 32
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     rewind_iter: int = 100

@@ -213,12 +213,17 @@ def run_execution(execution: Execution, threads: int = 0) -> Outcome:
 
 
 def run_local(executions: list[Execution], workers: int = 1) -> list[Outcome]:
-    """Execute on this machine; `workers` notebooks at a time share the CPU cores."""
+    """Execute on this machine; `workers` notebooks at a time share the CPU cores.
+
+    VP notebooks (the long ones) go first, so the last in flight are short LP ones and no
+    core idles at the end while one long notebook runs alone on its share of threads.
+    """
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+    ordered = sorted(executions, key=lambda e: e.params.get("method") != "vp")
     bar = progress(range(len(executions)), desc="runs", unit="notebook")
     outcomes = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for outcome in pool.map(lambda e: run_execution(e, threads), executions):
+        for outcome in pool.map(lambda e: run_execution(e, threads), ordered):
             outcomes.append(outcome)
             next(bar, None)
     return outcomes
