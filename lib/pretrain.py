@@ -114,7 +114,7 @@ def train_classifier(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, ds: Dataset, batch_size: int = 512, device: str = "auto"
+    model: nn.Module, ds: Dataset, batch_size: int = 256, device: str = "auto"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits [N, C], labels [N]) of `model` in eval mode over `ds`."""
     dev = get_device(device)
@@ -126,7 +126,7 @@ def predict(
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate_classifier(model: nn.Module, ds: Dataset, batch_size: int = 512) -> float:
+def evaluate_classifier(model: nn.Module, ds: Dataset, batch_size: int = 256) -> float:
     """Top-1 accuracy of `model` on `ds`."""
     logits, labels = predict(model, ds, batch_size)
     return float((logits.argmax(1) == labels).float().mean())
