@@ -5,9 +5,9 @@
 
 FLOPs of the forward are counted by torch.utils.flop_counter.FlopCounterMode (convolutions
 and matmuls, 2 FLOPs per multiply-add), the forward runs as the project runs its frozen
-source (eval, channels_last, inference mode). The reference is torch.matmul of two square
-fp32 matrices, the best case of this CPU's BLAS. The ratio, printed last, says how much
-of the machine the small-channel convolutions use.
+source (eval, BatchNorm folded into the convs, channels_last, inference mode). The
+reference is torch.matmul of two square fp32 matrices, the best case of this CPU's BLAS.
+The ratio, printed last, says how much of the machine the small-channel convolutions use.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from common import add_common_args, interleave, median, setup
 from torch.utils.flop_counter import FlopCounterMode
 
 from lib.backbone import create_backbone
-from lib.train import freeze
+from lib.train import fold_batchnorm
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     setup(args, "roofline")
 
     torch.manual_seed(args.seed)
-    model = freeze(create_backbone(SOURCE_ARCH, SOURCE_CLASSES))
+    model = fold_batchnorm(create_backbone(SOURCE_ARCH, SOURCE_CLASSES))
     x = torch.rand(args.batch_size, 3, SOURCE_SIZE, SOURCE_SIZE)
     x = x.contiguous(memory_format=torch.channels_last)
     n = args.matmul_size

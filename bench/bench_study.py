@@ -1,9 +1,9 @@
 """Wall time of a whole study, cold (nothing cached) and warm (everything cached).
 
-    python bench/bench_study.py                          # the mini study: ~20 min cold
+    python bench/bench_study.py                          # the mini study: ~15 min cold
     python bench/bench_study.py --params params/smoke.yaml   # ~2-3 min
 
-Runs `python -m lib.sweep PARAMS` (what `make study` runs) twice with SPARSE_VP_OUTPUTS
+Runs `python -m lib.sweep PARAMS --workers 2` (what `make study` runs) twice with SPARSE_VP_OUTPUTS
 pointing at a fresh temporary folder: the first run pretrains the source model and
 tickets, renders the data, executes every transfer notebook and the report; the second
 finds every record and stamp and should do next to nothing. Prints both times, warm last.
@@ -29,11 +29,11 @@ from lib.utils import project_root
 SWEEP_LINE = re.compile(r"\[sweep\] .*: (\d+) runs in (\d+) notebooks, (\d+) to execute")
 
 
-def run_sweep(params: Path, env: dict[str, str], label: str) -> tuple[float, str]:
+def run_sweep(params: Path, env: dict[str, str], label: str, workers: int) -> tuple[float, str]:
     """Seconds of one `python -m lib.sweep params` and its output; exits on failure."""
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "lib.sweep", str(params)],
+        [sys.executable, "-m", "lib.sweep", str(params), "--workers", str(workers)],
         cwd=project_root(),
         env=env,
         capture_output=True,
@@ -61,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         help="outputs folder to use (must not exist); default: a temporary one, deleted after",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary outputs")
+    parser.add_argument("--workers", type=int, default=2, help="sweep workers (make study: 2)")
+    parser.add_argument(
+        "--max-cold-minutes",
+        type=float,
+        default=20.0,
+        help="exit 1 when the cold run takes longer (0: never); the mini study's budget is 20",
+    )
     args = parser.parse_args(argv)
     params = Path(args.params)
     if not params.is_absolute():
@@ -75,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "SPARSE_VP_OUTPUTS": str(outputs), "SPARSE_VP_NO_PROGRESS": "1"}
     print(f"[study] {params.name} into {outputs}", flush=True)
     try:
-        cold, _ = run_sweep(params, env, "cold")
-        warm, output = run_sweep(params, env, "warm")
+        cold, _ = run_sweep(params, env, "cold", args.workers)
+        warm, output = run_sweep(params, env, "warm", args.workers)
         match = SWEEP_LINE.search(output)
         if match and match[3] != "0":
             print(f"[study] WARNING: the warm run executed {match[3]} notebooks", file=sys.stderr)
@@ -85,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(outputs, ignore_errors=True)
     print(f"study_cold_s {cold:.1f} study_warm_s {warm:.1f}")
     print(f"study {cold:.0f}s cold, {warm:.1f}s warm")
+    if args.max_cold_minutes and cold > 60 * args.max_cold_minutes:
+        print(f"[study] FAILED: cold run above {args.max_cold_minutes:g} min", file=sys.stderr)
+        return 1
     return 0
 
 

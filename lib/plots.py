@@ -288,56 +288,62 @@ def own_class(df: pd.DataFrame) -> plt.Figure:
 
 def confidence(df: pd.DataFrame) -> plt.Figure:
     """Mean true-class probability of correct and of wrong predictions vs sparsity."""
-    data = tidy(df[df["network"].isin(["dense", "ticket"])])
-    long = data.melt(
-        id_vars=["sparsity_pct", "Method", "dataset"],
-        value_vars=["confidence_mean_true_prob_correct", "confidence_mean_true_prob_wrong"],
-        var_name="predictions",
-        value_name="true-class probability",
-    )
-    long["predictions"] = long["predictions"].str.rsplit("_", n=1).str[-1]
-    grid = sns.relplot(
-        long,
-        x="sparsity_pct",
-        y="true-class probability",
-        hue="predictions",
+    names = {
+        "confidence_mean_true_prob_correct": "correct",
+        "confidence_mean_true_prob_wrong": "wrong",
+    }
+    return _lines_vs_sparsity(
+        df,
+        names,
+        "predictions",
+        "true-class probability",
         style="Method",
         col="dataset",
-        kind="line",
-        marker="o",
-        errorbar="sd",
         height=3,
         aspect=1.1,
     )
-    grid.set_axis_labels("sparsity (%)", "true-class probability")
-    return grid.figure
 
 
 def paper_metric(df: pd.DataFrame) -> plt.Figure:
     """The paper's legacy metric next to the true top-label ECE, vs sparsity."""
-    data = tidy(df[df["network"].isin(["dense", "ticket"])])
-    long = data.melt(
-        id_vars=["sparsity_pct", "Method", "dataset"],
-        value_vars=["test_ece", "test_seed_ece"],
-        var_name="metric",
-        value_name="value",
-    )
-    long["metric"] = long["metric"].map({"test_ece": "true ECE", "test_seed_ece": "paper's metric"})
-    grid = sns.relplot(
-        long,
-        x="sparsity_pct",
-        y="value",
-        hue="metric",
+    names = {"test_ece": "true ECE", "test_seed_ece": "paper's metric"}
+    return _lines_vs_sparsity(
+        df,
+        names,
+        "metric",
+        "calibration error",
         style="metric",
         col="Method",
         row="dataset",
-        kind="line",
-        marker="o",
-        errorbar="sd",
         height=2.6,
         aspect=1.3,
     )
-    grid.set_axis_labels("sparsity (%)", "calibration error")
+
+
+def _lines_vs_sparsity(
+    df: pd.DataFrame, columns: dict[str, str], hue: str, ylabel: str, **relplot: Any
+) -> plt.Figure:
+    """One line per column of `columns` (renamed by it, told apart by `hue`) vs sparsity,
+    dense and tickets, mean and sd over seeds."""
+    data = tidy(df[df["network"].isin(["dense", "ticket"])])
+    long = data.melt(
+        id_vars=["sparsity_pct", "Method", "dataset"],
+        value_vars=list(columns),
+        var_name=hue,
+        value_name=ylabel,
+    )
+    long[hue] = long[hue].map(columns)
+    grid = sns.relplot(
+        long,
+        x="sparsity_pct",
+        y=ylabel,
+        hue=hue,
+        kind="line",
+        marker="o",
+        errorbar="sd",
+        **relplot,
+    )
+    grid.set_axis_labels("sparsity (%)", ylabel)
     return grid.figure
 
 

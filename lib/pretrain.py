@@ -144,7 +144,7 @@ class SourceConfig:
     dataset: str = "glyphs"
     num_classes: int = 45  # glyphs: the first n glyph classes (digits first)
     per_class: int = 120  # glyphs: training images per class
-    test_per_class: int = 100  # glyphs: test images per class (held-out fonts)
+    test_per_class: int = 60  # glyphs: test images per class (held-out fonts)
     data_seed: int = 0
     epochs: int = 2
     lr: float = 0.1

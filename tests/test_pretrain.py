@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from torch.utils.data import TensorDataset
 from lib.backbone import Mask, create_backbone
 from lib.pretrain import SourceConfig, evaluate_classifier, train_classifier
 from lib.prune import random_prune
+from lib.utils import project_root
 
 
 def _separable(n: int = 96, seed: int = 0) -> TensorDataset:
@@ -81,3 +84,15 @@ def test_source_config_validation_and_paths(tmp_path, monkeypatch) -> None:
         SourceConfig(epochs=1.5)
     with pytest.raises(ValueError, match=r"random_states \(9,\) must lie in 1..max_state \(8\)"):
         SourceConfig(random_states=(9,))
+
+
+def test_pretrain_notebook_defaults_are_the_source_config_defaults() -> None:
+    """The notebook run by hand and SourceConfig() describe the same source model."""
+    notebook = json.loads((project_root() / "notebooks" / "pretrain_source.ipynb").read_text())
+    (cell,) = [c for c in notebook["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    values: dict = {}
+    exec("".join(cell["source"]), {}, values)  # the parameters cell: plain assignments
+    expected = asdict(SourceConfig())
+    expected["random_states"] = list(expected["random_states"])
+    values.pop("__annotations__", None)
+    assert values == expected
