@@ -151,7 +151,7 @@ class SourceConfig:
     batch_size: int = 32
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    rewind_iter: int = 100
+    rewind_iter: int = 200
     max_state: int = 8
     random_states: tuple[int, ...] = (8,)
     seed: int = 0
