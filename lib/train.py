@@ -5,6 +5,7 @@ once, by the caller, with the selected state.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import copy
 import math
@@ -118,6 +119,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     except Exception:  # data-dependent control flow: skip the optimization, not the run
         return folded
     modules = dict(folded.named_modules())
+    calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
             continue
@@ -128,6 +130,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
             and isinstance(modules[prev.target], nn.Conv2d)
             and len(prev.users) == 1
             and len(node.args) == 1
+            and calls[prev.target] == calls[node.target] == 1  # modules used once only
         ):
             continue
         conv, bn = modules[prev.target], modules[node.target]

@@ -151,6 +151,26 @@ def test_fold_batchnorm_keeps_the_function_and_drops_every_bn(arch, sparse_sourc
         assert _pruned_weights_are_zero(folded, mask)
 
 
+def test_fold_batchnorm_leaves_a_reused_conv_alone():
+    class Reused(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.bn1, self.bn2 = torch.nn.BatchNorm2d(3), torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn2(self.conv(self.bn1(self.conv(x))))
+
+    model = Reused()
+    model.bn1.running_mean.fill_(0.5)
+    model.bn2.running_var.fill_(4.0)
+    model = freeze(model)
+    folded = fold_batchnorm(model)
+    x = torch.rand(2, 3, 8, 8)
+    assert isinstance(folded.bn1, torch.nn.BatchNorm2d)
+    assert torch.allclose(folded(x), model(x), atol=1e-6)
+
+
 def test_fold_batchnorm_leaves_an_untraceable_model_unfolded():
     class Branchy(torch.nn.Module):
         def __init__(self):
