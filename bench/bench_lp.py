@@ -20,7 +20,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from common import add_common_args, interleave, max_abs_diff, median, setup, tensors
+from common import add_common_args, finish, interleave, max_abs_diff, median, setup, tensors
 from torch import nn
 
 from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, split_features
@@ -179,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append("the two ways disagree")
     if speedup < args.min_speedup:
         failures.append(f"speedup {speedup:.1f}x is below {args.min_speedup:g}x")
-    print(f"lp_speedup {speedup:.1f}x")
-    if failures:
-        print(f"[lp] FAILED: {'; '.join(failures)}", file=sys.stderr)
-        return 1
-    return 0
+    return finish("lp", f"lp_speedup {speedup:.1f}x", failures)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine
+from common import finish, machine
 
 from lib.utils import project_root
 
@@ -91,11 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.keep or args.outputs):
             shutil.rmtree(outputs, ignore_errors=True)
     print(f"study_cold_s {cold:.1f} study_warm_s {warm:.1f}")
-    print(f"study {cold:.0f}s cold, {warm:.1f}s warm")
+    failures = []
     if args.max_cold_minutes and cold > 60 * args.max_cold_minutes:
-        print(f"[study] FAILED: cold run above {args.max_cold_minutes:g} min", file=sys.stderr)
-        return 1
-    return 0
+        failures.append(f"cold run above {args.max_cold_minutes:g} min")
+    return finish("study", f"study {cold:.0f}s cold, {warm:.1f}s warm", failures)
 
 
 if __name__ == "__main__":

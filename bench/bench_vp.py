@@ -21,7 +21,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from common import add_common_args, interleave, median, setup, tensors
+from common import add_common_args, finish, interleave, median, setup, tensors
 from torch import nn
 
 from lib.backbone import create_backbone
@@ -190,11 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append("the two ways disagree")
     if speedup < args.min_speedup:
         failures.append(f"speedup {speedup:.2f}x is below {args.min_speedup:g}x")
-    print(f"vp_speedup {speedup:.2f}x")
-    if failures:
-        print(f"[vp] FAILED: {'; '.join(failures)}", file=sys.stderr)
-        return 1
-    return 0
+    return finish("vp", f"vp_speedup {speedup:.2f}x", failures)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,6 +125,15 @@ def tensors(
     train_idx, val_idx = train_val_split(labels, val_fraction, seed)
     train_idx = train_idx[n_shot_indices(labels[train_idx], n_shot, seed)]
     return (images[train_idx], labels[train_idx]), (images[val_idx], labels[val_idx])
+
+
+def finish(name: str, figure: str, failures: list[str]) -> int:
+    """Print the script's figure (its last stdout line) and any failure; the exit status."""
+    print(figure)
+    if failures:
+        print(f"[{name}] FAILED: {'; '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
