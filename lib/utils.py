@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 import torch
@@ -26,14 +27,16 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
     return iter(tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs))
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename: never a partial file."""
+@contextlib.contextmanager
+def _replacing(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file to write `path` through: a temporary file beside it, renamed over it
+    once the block succeeds (never a partial file), removed if it fails."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
@@ -41,7 +44,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename: never a partial file."""
+    with _replacing(path) as f:
+        f.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -54,18 +63,9 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """torch.save through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; artifacts are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with _replacing(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def set_seed(seed: int) -> torch.Generator:
