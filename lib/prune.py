@@ -119,7 +119,6 @@ def _train_level(
     state: int,
     mask: Mask,
     start: dict[str, torch.Tensor],
-    on_step: Any = None,
 ) -> dict[str, Any]:
     """Train from `start` under `mask`, evaluate, write checkpoint + mask + report (report last:
     it marks the level as finished)."""
@@ -128,13 +127,7 @@ def _train_level(
     model.load_state_dict(start)
     t0, cpu0 = time.perf_counter(), time.process_time()
     history = _train(
-        cfg,
-        model,
-        train_ds,
-        cfg["seed"] + state,
-        mask=mask,
-        on_step=on_step,
-        desc=f"{kind} state {state}",
+        cfg, model, train_ds, cfg["seed"] + state, mask=mask, desc=f"{kind} state {state}"
     )
     # CPU seconds as well as wall seconds: on a shared machine the wall time is inflated.
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
