@@ -22,6 +22,7 @@ NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")
 MAPPINGS = ("ilm", "flm", "rlm", "linear")
 PROMPTS = ("expansive", "pad")
 BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+SCHEDULES = ("multistep", "cosine")  # = lib.train.SCHEDULES (config imports no torch)
 # Settings that do not change what a run computes: not part of its identity.
 NOT_IN_KEY = ("wandb", "tensorboard", "num_workers", "data_root")
 # The paper's scripts spell the networks differently; accepted on the command line.
@@ -49,6 +50,7 @@ class ExperimentConfig:
     network: str = "dense"  # dense | ticket | random_pruned | quantized | sparsezoo
     sparsity: int = 0  # IMP state k: the ticket keeps 0.8**k of its prunable weights
     pretrained_dir: str = "outputs/checkpoints/glyphs_cifar_resnet_20"  # tickets live here
+    source_seed: int = 0  # which IMP run (source model); "{source_seed}" in pretrained_dir
     weights: str = ""  # dense only: "" = state-0 checkpoint in pretrained_dir; or IMAGENET1K_V1..
     checkpoint: str = ""  # sparsezoo only: path of the sparse checkpoint
     weight_bits: int = 32  # quantized only: bits per weight (per output channel, symmetric)
@@ -66,7 +68,9 @@ class ExperimentConfig:
     train_pool: int = -1  # use a fixed stratified subset of the training split; -1 = all
     max_test: int = -1  # use a fixed stratified subset of the test split; -1 = all
     seed: int = 1  # seeds sampling, init and data order
-    epochs: int = 10  # paper: 100
+    epochs: int = 10  # paper: 100 (with patience, the most epochs)
+    schedule: str = "multistep"  # multistep (the paper: x0.1 at 50%, 72%) | cosine
+    patience: int = 0  # stop after this many epochs without better val accuracy; 0 = never
     lr: float = 0.01  # Adam, as the paper
     batch_size: int = 128  # as the paper
     val_fraction: float = 0.1  # stratified validation split carved from train
@@ -90,6 +94,7 @@ class ExperimentConfig:
         _choices("weight_bits", self.weight_bits, BITS)
         _choices("act_bits", self.act_bits, BITS)
         _choices("device", self.device, ("auto", "cpu", "cuda"))
+        _choices("schedule", self.schedule, SCHEDULES)
         if not isinstance(self.sparsity, int) or not 0 <= self.sparsity <= 30:
             raise ValueError(f"sparsity state must be an int in 0..30, got {self.sparsity!r}")
         if self.network == "dense" and self.sparsity != 0:
@@ -110,6 +115,7 @@ class ExperimentConfig:
             if getattr(self, name) != -1:
                 _at_least(name, getattr(self, name), 1, " (or -1 for no cap)")
         _at_least("epochs", self.epochs, 1)
+        _at_least("patience", self.patience, 0)
         _at_least("batch_size", self.batch_size, 1)
         _at_least("per_target", self.per_target, 1)
         _at_least("mapping_interval", self.mapping_interval, 1)
@@ -117,6 +123,7 @@ class ExperimentConfig:
         _at_least("max_val", self.max_val, 1)
         _at_least("num_workers", self.num_workers, 0)
         _at_least("seed", self.seed, 0)
+        _at_least("source_seed", self.source_seed, 0)
         if not (isinstance(self.lr, int | float) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if not (isinstance(self.val_fraction, float) and 0 < self.val_fraction < 1):
@@ -151,7 +158,7 @@ class ExperimentConfig:
         """pretrained_dir resolved (lib.utils.resolve_path): never relative to the cwd."""
         from lib.utils import resolve_path
 
-        return resolve_path(self.pretrained_dir)
+        return resolve_path(self.pretrained_dir.replace("{source_seed}", str(self.source_seed)))
 
     @property
     def root(self) -> Path:

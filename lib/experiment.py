@@ -58,6 +58,7 @@ from lib.prompt import ExpansiveVisualPrompt, PadPrompter
 from lib.quant import quantize_backbone, weight_levels
 from lib.tracking import track_run
 from lib.train import (
+    CONVERGED_GAIN,
     Batches,
     Data,
     Normalized,
@@ -407,6 +408,8 @@ def _run_one(
             cfg.batch_size,
             cfg.seed,
             cfg.n_bins,
+            cfg.schedule,
+            cfg.patience,
         )
         t1 = time.perf_counter()
         with torch.inference_mode():
@@ -440,6 +443,8 @@ def _run_one(
             cfg.n_bins,
             device,
             cfg.num_workers,
+            schedule=cfg.schedule,
+            patience=cfg.patience,
         )
         t1 = time.perf_counter()
         val_logits, val_labels = evaluate(model, Batches(subset(pool, splits.val), 256), device)
@@ -458,6 +463,10 @@ def _run_one(
         "temperature": temperature,
         "confidence": confidence_analysis(probs, test_labels),
         "best_epoch": fit.best_epoch,
+        "epochs_trained": len(fit.history),
+        "stopped_early": fit.stopped_early,
+        "converged": fit.converged,
+        "converged_criterion": f"last 25% of epochs gained < {CONVERGED_GAIN} val accuracy",
         "sparsity_measured": sparsity(source),
         "mapping_own_class_fraction": mapping_info.get("own_class_fraction"),
     }

@@ -178,6 +178,13 @@ def evaluate(
     return torch.cat(logits), torch.cat(labels)
 
 
+# The convergence criterion (val accuracy gained in the last quarter of the epochs).
+CONVERGED_GAIN = 0.01
+# "multistep": the paper's MultiStepLR (x0.1 at 50% and 72% of the epochs); "cosine": cosine
+# decay to 0 over the epochs (does not collapse at small epoch counts).
+SCHEDULES = ("multistep", "cosine")
+
+
 @dataclass
 class Fit:
     """What a transfer loop returns: the selected epoch and the per-epoch history."""
@@ -186,6 +193,21 @@ class Fit:
     best_val_accuracy: float = -1.0
     history: list[dict] = field(default_factory=list)
     mapping_changes: list[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def should_stop(self, patience: int) -> bool:
+        """Early stopping: `patience` epochs in a row without a better validation accuracy
+        (0 = never stop early)."""
+        self.stopped_early = patience > 0 and len(self.history) - 1 - self.best_epoch >= patience
+        return self.stopped_early
+
+    @property
+    def converged(self) -> bool:
+        """The convergence criterion of every record: the last quarter of the epochs trained
+        improved the best validation accuracy by less than CONVERGED_GAIN."""
+        accs = [row["val_accuracy"] for row in self.history]
+        head = accs[: max(1, len(accs) - len(accs) // 4)]
+        return max(accs) - max(head) < CONVERGED_GAIN
 
     def end_epoch(
         self,
@@ -222,8 +244,12 @@ def _tally(
 
 
 def _schedule(
-    optimizer: torch.optim.Optimizer, epochs: int
+    optimizer: torch.optim.Optimizer, epochs: int, kind: str = "multistep"
 ) -> torch.optim.lr_scheduler.LRScheduler:
+    if kind == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if kind != "multistep":
+        raise ValueError(f"unknown schedule {kind!r}; choose one of: {', '.join(SCHEDULES)}")
     # The paper: MultiStepLR at 50% and 72% of the epochs, gamma 0.1.
     milestones = [int(0.5 * epochs), int(0.72 * epochs)]
     return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
@@ -255,11 +281,16 @@ def train_linear_probe(
     batch_size: int = 128,
     seed: int = 0,
     n_bins: int = 15,
+    schedule: str = "multistep",
+    patience: int = 0,
 ) -> tuple[nn.Linear, Fit]:
-    """Train a linear head on cached features; return the head of the best validation epoch."""
+    """Train a linear head on cached features; return the head of the best validation epoch.
+    `patience` > 0 stops after that many epochs without a better validation accuracy."""
     small = batch_size * train[0].shape[1] * num_classes <= SINGLE_THREAD_MACS
     with _threads(1) if small else contextlib.nullcontext():
-        return _train_linear_probe(train, val, num_classes, epochs, lr, batch_size, seed, n_bins)
+        return _train_linear_probe(
+            train, val, num_classes, epochs, lr, batch_size, seed, n_bins, schedule, patience
+        )
 
 
 def _train_linear_probe(
@@ -271,11 +302,13 @@ def _train_linear_probe(
     batch_size: int,
     seed: int,
     n_bins: int,
+    schedule: str,
+    patience: int,
 ) -> tuple[nn.Linear, Fit]:
     torch.manual_seed(seed)
     head = nn.Linear(train[0].shape[1], num_classes)
     optimizer = torch.optim.Adam(head.parameters(), lr=lr)
-    scheduler = _schedule(optimizer, epochs)
+    scheduler = _schedule(optimizer, epochs, schedule)
     batches = Batches(train, batch_size, shuffle=True, seed=seed)
     fit, best = Fit(), copy.deepcopy(head.state_dict())
     for epoch in progress(range(epochs), desc="LP epochs", leave=False):
@@ -294,6 +327,8 @@ def _train_linear_probe(
             val_logits = head(val[0])
         if fit.end_epoch(epoch, stats, lr_now, val_logits, val[1], n_bins):
             best = copy.deepcopy(head.state_dict())
+        if fit.should_stop(patience):
+            break
     head.load_state_dict(best)
     return head.eval(), fit
 
@@ -356,17 +391,20 @@ def train_visual_prompt(
     device: torch.device | None = None,
     num_workers: int = 0,
     mapping_batch_size: int = 256,
+    schedule: str = "multistep",
+    patience: int = 0,
 ) -> Fit:
     """ILM-VP's loop: per epoch, (re)map labels if the strategy says so, then train the prompt.
 
-    The model is left with the prompt and mapping of the best validation epoch.
+    The model is left with the prompt and mapping of the best validation epoch; `patience` > 0
+    stops after that many epochs without a better validation accuracy.
     """
     device = device or torch.device("cpu")
     model.to(device)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
-    scheduler = _schedule(optimizer, epochs)
+    scheduler = _schedule(optimizer, epochs, schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     pin = device.type == "cuda"
     train_batches = Batches(train, batch_size, True, seed, num_workers, pin)
@@ -399,5 +437,7 @@ def train_visual_prompt(
         val_logits, val_labels = evaluate(model, val_batches, device, desc="val")
         if fit.end_epoch(epoch, stats, lr_now, val_logits, val_labels, n_bins):
             best = model.trainable_state()
+        if fit.should_stop(patience):
+            break
     model.load_trainable_state(best)
     return fit
