@@ -1,0 +1,96 @@
+"""The shipped-ticket manifest: hashes, regime checks, verification errors that name the file."""
+
+import json
+import shutil
+
+import pytest
+
+from lib.tickets import (
+    MANIFEST,
+    TicketError,
+    build_manifest,
+    compare,
+    regime_checks,
+    verify,
+)
+
+
+def _report(kind, state, acc):
+    return {"kind": kind, "state": state, "test_accuracy": acc, "sparsity": 1 - 0.8**state}
+
+
+def _release(tmp_path, tickets, seeds=(0, 1)):
+    root = tmp_path / "release"
+    for seed in seeds:
+        folder = root / f"seed{seed}"
+        shutil.copytree(tickets, folder)
+        accs = {0: 0.98, 1: 0.985, 2: 0.975}
+        for state, acc in accs.items():
+            report = {**_report("dyn4", state, acc), "checkpoint": "c", "mask": "m"}
+            (folder / f"cifar_resnet_20_dyn4_{state}_report.json").write_text(json.dumps(report))
+        random = {**_report("random", 2, 0.9), "checkpoint": "c", "mask": "m"}
+        (folder / "cifar_resnet_20_random_2_report.json").write_text(json.dumps(random))
+        (folder / "source_config.json").write_text(json.dumps({"epochs": 6, "seed": seed}))
+        (folder / "cifar_resnet_20_rewind.pth").write_bytes(b"not shipped")
+    manifest = build_manifest(root, list(seeds), "test-v1")
+    (root / MANIFEST).write_text(json.dumps(manifest))
+    return root, manifest
+
+
+def test_regime_checks():
+    reports = [_report("dyn4", k, a) for k, a in enumerate([0.98, 0.98, 0.975, 0.97, 0.964])]
+    reports.append(_report("random", 4, 0.90))
+    checks = regime_checks(reports)
+    assert checks["dense_ok"] and checks["random_below_ok"]
+    assert checks["ticket_minus_random"] == pytest.approx(0.064)
+    assert not checks["tickets_match_ok"]  # state 4 is 1.6 points below dense
+    reports[4]["test_accuracy"] = 0.966
+    assert regime_checks(reports)["tickets_match_ok"]
+    reports[5]["test_accuracy"] = 0.92
+    assert not regime_checks(reports)["random_below_ok"]
+    reports[0]["test_accuracy"] = 0.96
+    assert not regime_checks(reports)["dense_ok"]
+
+
+def test_manifest_lists_every_shipped_file_and_verifies(tmp_path, tickets):
+    root, manifest = _release(tmp_path, tickets)
+    assert manifest["seeds"] == [0, 1] and manifest["recipe"] == {"epochs": 6}
+    assert "seed0/cifar_resnet_20_dyn4_2_checkpoint.pth" in manifest["files"]
+    assert not any(name.endswith("_rewind.pth") for name in manifest["files"])
+    assert {t["source_seed"] for t in manifest["tickets"]} == {0, 1}
+    assert manifest["regime_checks"]["0"]["dense_accuracy"] == 0.98
+    assert verify(root)["version"] == "test-v1"
+
+
+def test_verify_names_the_altered_or_missing_file(tmp_path, tickets):
+    root, _ = _release(tmp_path, tickets)
+    mask = root / "seed1" / "cifar_resnet_20_dyn4_1_mask.pth"
+    data = bytearray(mask.read_bytes())
+    data[-1] ^= 1
+    mask.write_bytes(bytes(data))
+    with pytest.raises(TicketError, match="seed1/cifar_resnet_20_dyn4_1_mask.pth: sha256 differs"):
+        verify(root)
+    mask.unlink()
+    with pytest.raises(TicketError, match="dyn4_1_mask.pth: shipped ticket file missing"):
+        verify(root)
+    (root / MANIFEST).unlink()
+    with pytest.raises(TicketError, match="no ticket manifest"):
+        verify(root)
+
+
+def test_recipes_must_agree_between_seeds(tmp_path, tickets):
+    root, _ = _release(tmp_path, tickets)
+    (root / "seed1" / "source_config.json").write_text(json.dumps({"epochs": 7, "seed": 1}))
+    with pytest.raises(TicketError, match="recipe differs"):
+        build_manifest(root, [0, 1], "test-v1")
+
+
+def test_compare_reports_differences(tmp_path, tickets):
+    _, manifest = _release(tmp_path, tickets)
+    remade = json.loads(json.dumps(manifest))
+    remade["tickets"][0]["test_accuracy"] += 0.01
+    first = next(iter(remade["files"]))
+    remade["files"][first]["sha256"] = "0" * 64
+    lines = compare(manifest, remade)
+    assert "+0.0100" in lines[1]
+    assert lines[-1].startswith(f"{len(manifest['files']) - 1} of {len(manifest['files'])} files")
