@@ -82,11 +82,11 @@ class ExperimentConfig:
     tensorboard: bool = False  # log to TensorBoard under outputs/<study>/tensorboard (optional)
 
     def __post_init__(self) -> None:
-        from lib.backbone import ARCHS
+        from lib.backbone import source_size
         from lib.data import DATASETS
 
         _choices("dataset", self.dataset, DATASETS)
-        _choices("arch", self.arch, ARCHS)
+        source_size(self.arch)  # validates the name (ARCHS or cifar_resnet_N[_W])
         _choices("network", self.network, NETWORKS)
         _choices("method", self.method, METHODS)
         _choices("mapping", self.mapping, MAPPINGS)

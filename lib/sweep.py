@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS = (
     "study",
     "description",
     "pretrain",
+    "tickets",
     "defaults",
     "method_defaults",
     "grid",
@@ -339,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         for e in executions:
             print(f"  {'done' if e.done else 'todo'}  {e.key}  ({len(e.configs)} runs)")
         return 0
+    if params.get("tickets"):  # shipped tickets: intact (sha256 as in the manifest) or refused
+        from lib.tickets import verify
+
+        print(f"[sweep] {verify(params['tickets'])['version']}: tickets match the manifest")
     pretrain(params)
     for cfg in configs:  # after pretraining, every checkpoint must exist before any run
         check_files(cfg)

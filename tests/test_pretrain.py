@@ -96,3 +96,13 @@ def test_pretrain_notebook_defaults_are_the_source_config_defaults() -> None:
     expected["random_states"] = list(expected["random_states"])
     values.pop("__annotations__", None)
     assert values == expected
+
+
+def test_shipped_ticket_recipe_is_the_source_config_default() -> None:
+    """params/tickets.yaml (what the shipped tickets were made with) = SourceConfig()."""
+    import yaml
+
+    spec = yaml.safe_load((project_root() / "params" / "tickets.yaml").read_text())
+    expected = asdict(SourceConfig())
+    expected["random_states"] = list(expected["random_states"])
+    assert spec["pretrain"] == {k: v for k, v in expected.items() if k not in ("seed", "out_dir")}
