@@ -13,9 +13,12 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from lib.paths import check_name
 
 METHODS = ("lp", "vp")
 NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")
@@ -32,6 +35,39 @@ NETWORK_ALIASES = {"LT": "ticket", "lt": "ticket", "random": "random_pruned"}
 def _choices(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(map(str, allowed))}")
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an int", float: "a number", str: "a string"}
+
+
+def _has_type(value: Any, kind: Any) -> bool:
+    """Strict: a bool is not an int, a float is not an int, an int is a number."""
+    if typing.get_origin(kind) is tuple:
+        return isinstance(value, tuple | list) and all(_has_type(v, int) for v in value)
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return not isinstance(kind, type) or isinstance(value, kind)
+
+
+def check_fields(cls: type, values: dict[str, Any]) -> None:
+    """Each value has the type its field of dataclass `cls` is annotated with (int, float,
+    str, bool, tuple of ints); the error names the field, the value and the type it needs."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        kind = hints.get(name)
+        if kind is not None and not _has_type(value, kind):
+            needed = _TYPE_NAMES.get(kind, "a list of ints")
+            raise ValueError(f"{name} must be {needed}, got {value!r} ({type(value).__name__})")
+
+
+def check_types(config: Any) -> None:
+    """check_fields over every field of the dataclass instance `config`."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    check_fields(type(config), values)
 
 
 def _at_least(name: str, value: Any, low: float, note: str = "") -> None:
@@ -85,6 +121,8 @@ class ExperimentConfig:
         from lib.backbone import source_size
         from lib.data import DATASETS
 
+        check_types(self)  # before any comparison: `sparsity: true` is not state 1
+        check_name(self.study)  # a folder under the outputs root, never a path
         _choices("dataset", self.dataset, DATASETS)
         source_size(self.arch)  # validates the name (ARCHS or cifar_resnet_N[_W])
         _choices("network", self.network, NETWORKS)

@@ -11,6 +11,7 @@ record exists are skipped (resume).
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -523,12 +524,56 @@ def _mapping_info(
     return info
 
 
+# The transfer notebook's parameters cell: the config fields, with n-shots and seeds as lists.
+NOTEBOOK_PARAMETERS = frozenset(
+    {f.name for f in fields(ExperimentConfig)} - {"n_shot", "seed"}
+    | {"n_shots", "seeds", "threads"}
+)
+
+
+def injected_parameters(namespace: dict[str, Any]) -> list[str]:
+    """Names papermill injected into this kernel (its "# Parameters" cell); [] when none.
+
+    The kernel's input history (`In`) holds the injected cell as it was executed.
+    """
+    for source in reversed(namespace.get("In") or []):
+        if isinstance(source, str) and source.lstrip().startswith("# Parameters"):
+            try:
+                body = ast.parse(source).body
+            except SyntaxError:
+                return []
+            return [
+                target.id
+                for node in body
+                if isinstance(node, ast.Assign | ast.AnnAssign)
+                for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                if isinstance(target, ast.Name)
+            ]
+    return []
+
+
+def check_injected(namespace: dict[str, Any], allowed: frozenset[str]) -> None:
+    """A parameter the notebook does not have (`-p datset x`) is an error, not ignored."""
+    unknown = sorted(
+        name
+        for name in injected_parameters(namespace)
+        if name not in allowed and not name.startswith("PAPERMILL_")  # --inject-paths
+    )
+    if unknown:
+        raise ValueError(
+            f"unknown notebook parameter(s) {', '.join(map(repr, unknown))}; "
+            f"choose from: {', '.join(sorted(allowed))}"
+        )
+
+
 def configs_from_parameters(namespace: dict[str, Any]) -> list[ExperimentConfig]:
     """The configs of one transfer-notebook execution: its parameters over n-shots x seeds.
 
-    `namespace` is the notebook's globals(); every ExperimentConfig field found there is used.
+    `namespace` is the notebook's globals(); every ExperimentConfig field found there is used,
+    and a name papermill injected that is not a parameter is an error.
     """
-    names = {f.name for f in fields(ExperimentConfig)} - {"n_shot", "seed"}
+    check_injected(namespace, NOTEBOOK_PARAMETERS)
+    names = NOTEBOOK_PARAMETERS - {"n_shots", "seeds", "threads"}
     base = ExperimentConfig.from_dict({k: namespace[k] for k in names if k in namespace})
     shots, seeds = namespace.get("n_shots", [base.n_shot]), namespace.get("seeds", [base.seed])
     for name, values in (("n_shots", shots), ("seeds", seeds)):

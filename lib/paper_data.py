@@ -25,6 +25,7 @@ Returned datasets expose `targets` (list of int labels) and `classes` (tuple of 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import math
@@ -41,6 +42,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
+from torchvision.datasets.vision import VisionDataset
 from torchvision.transforms import functional as TF
 
 SPLITS = ("train", "test")
@@ -68,6 +70,10 @@ CIFAR10_CLASSES = tuple("airplane automobile bird cat deer dog frog horse ship t
 
 class DatasetNotFoundError(FileNotFoundError):
     """A paper dataset's files are missing; the message names the expected layout."""
+
+
+class UnsafeDataFileError(ValueError):
+    """A data file of unknown integrity holds something other than plain data."""
 
 
 class ImageSelection(Dataset):
@@ -122,7 +128,50 @@ class ConnectivityImages(Dataset):
 # --- torchvision classes that verify MD5s on every load --------------------------------
 # Their files can be present yet fail the checksum (a re-packed copy, a test fixture). Only
 # the offline fallback of `_open` uses these variants, which check that the files exist,
-# and it warns when it does.
+# and it warns when it does. A file that fails the checksum may be anything, so the CIFAR
+# variants never hand it to pickle as torchvision does: _PlainDataUnpickler reads the
+# containers, strings, numbers and numpy arrays a CIFAR batch is made of and refuses every
+# other global (the way a pickle runs code), before any of it is built.
+
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array rebuilder, whatever its module
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """Protocol-2 pickles spell bytes as _codecs.encode(text, 'latin1'); nothing else."""
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not plain data")
+    return codecs.encode(text, "latin1")
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+        ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): _latin1_encode,
+    }
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"it refers to {module}.{name}") from None
+
+
+def read_plain_pickle(path: Path) -> Any:
+    """A pickle of plain data (dicts, lists, strings, numbers, numpy arrays) read without
+    running anything; any other content raises UnsafeDataFileError naming the file."""
+    try:
+        with path.open("rb") as f:
+            return _PlainDataUnpickler(f, encoding="latin1").load()
+    except OSError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever it is, the file is not plain data
+        raise UnsafeDataFileError(
+            f"{path}: does not match torchvision's MD5 checksum and is not a plain data "
+            f"pickle ({error}); refused without running it (re-download the dataset)"
+        ) from None
 
 
 class _PresenceCheckedCIFAR:
@@ -132,6 +181,29 @@ class _PresenceCheckedCIFAR:
     test_list: list
     meta: dict
 
+    def __init__(self, root: str | Path, train: bool = True) -> None:
+        # torchvision's own __init__, reading the batches with read_plain_pickle
+        VisionDataset.__init__(self, root)  # type: ignore[arg-type]
+        self.train = train
+        if not self._check_integrity():
+            raise RuntimeError(f"CIFAR batch files not found in {Path(root) / self.base_folder}")
+        data, self.targets = [], []
+        for name, _ in self.train_list if train else self.test_list:
+            path = Path(self.root) / self.base_folder / name
+            entry = read_plain_pickle(path)
+            labels = (
+                entry.get("labels", entry.get("fine_labels")) if isinstance(entry, dict) else None
+            )
+            rows = entry.get("data") if isinstance(entry, dict) else None
+            if not (isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.shape[1] == 3072):
+                raise UnsafeDataFileError(f"{path}: no 'data' array of [N, 3072] image rows")
+            if not (isinstance(labels, list) and len(labels) == len(rows)):
+                raise UnsafeDataFileError(f"{path}: no list of one label per image row")
+            data.append(rows.astype(np.uint8, copy=False))
+            self.targets.extend(int(label) for label in labels)
+        self.data = np.vstack(data).reshape(-1, 3, 32, 32).transpose((0, 2, 3, 1))
+        self._load_meta()
+
     def _check_integrity(self) -> bool:
         folder = Path(self.root) / self.base_folder
         return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
@@ -140,8 +212,10 @@ class _PresenceCheckedCIFAR:
         path = Path(self.root) / self.base_folder / self.meta["filename"]
         if not path.is_file():
             raise RuntimeError(f"CIFAR metadata file {path} not found")
-        with path.open("rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        meta = read_plain_pickle(path)
+        if not isinstance(meta, dict) or not isinstance(meta.get(self.meta["key"]), list):
+            raise UnsafeDataFileError(f"{path}: no list {self.meta['key']!r} of class names")
+        self.classes = meta[self.meta["key"]]
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
 
@@ -427,7 +501,8 @@ def _abide_vectors(name: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     matrices, labels = folder / "connectivity.npy", folder / "labels.npy"
     h5, phenotypes = folder / "abide.hdf5", folder / ABIDE_PHENOTYPES
     if matrices.is_file() and labels.is_file():
-        x, y = np.load(matrices), np.load(labels)
+        # plain arrays only: an object array would be unpickled
+        x, y = np.load(matrices, allow_pickle=False), np.load(labels, allow_pickle=False)
         if x.ndim == 3 and x.shape[1] == x.shape[2]:
             x = x[:, *np.triu_indices(x.shape[1], k=1)]
         elif x.ndim != 2:

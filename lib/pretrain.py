@@ -7,6 +7,7 @@ accuracy = evaluate_classifier(model, test_ds)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -205,7 +206,24 @@ class SourceConfig:
         }
 
     def save(self) -> Path:
-        return atomic_write_json(self.output_path / "source_config.json", asdict(self))
+        """source_config.json, written only after checking it would still describe the
+        tickets beside it: settings other than the IMP extent (max_state, random_states)
+        and the spelling of out_dir must match the saved ones, else a ValueError."""
+        path = self.output_path / "source_config.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            extent = ("max_state", "random_states", "out_dir")
+            diff = {
+                k: (saved.get(k), v)
+                for k, v in asdict(self).items()
+                if k not in extent and saved.get(k) != v
+            }
+            if diff:
+                raise ValueError(
+                    f"{self.output_path} holds a source model made with other settings "
+                    f"(saved vs now: {diff}); use another out_dir or delete it"
+                )
+        return atomic_write_json(path, asdict(self))
 
 
 def source_data(cfg: SourceConfig) -> tuple[Dataset, Dataset, tuple[str, ...]]:

@@ -15,17 +15,19 @@ from typing import Any
 
 import pandas as pd
 
-from lib.utils import atomic_write_json, atomic_write_text, outputs_dir, project_root
+from lib import paths
+from lib.utils import atomic_write_json, atomic_write_text, project_root
 
 PACKAGES = ("torch", "torchvision", "numpy", "netcal", "papermill", "seaborn", "sparse-vp")
 
 
 def study_dir(study: str) -> Path:
-    return outputs_dir() / study
+    """<outputs>/<study>; a study name that is not a plain name is refused (lib.paths)."""
+    return paths.study_dir(study)
 
 
 def record_path(study: str, run_key: str) -> Path:
-    return study_dir(study) / "records" / f"{run_key}.json"
+    return paths.record_path(study, run_key)
 
 
 def has_record(study: str, run_key: str) -> bool:
@@ -40,9 +42,36 @@ def read_record(path: str | Path) -> dict[str, Any]:
     """One record; a damaged file is named (records are written atomically, so damage
     comes from outside: delete the file and the sweep re-runs that run)."""
     try:
-        return json.loads(Path(path).read_text())
+        record = json.loads(Path(path).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: corrupt record ({err}); delete it to re-run that run") from None
+    problem = record_problem(record, Path(path).stem)
+    if problem:
+        raise ValueError(
+            f"{path}: not a run record ({problem}); move it out of records/, or delete it "
+            "to re-run that run"
+        )
+    return record
+
+
+# Fields every record has, and their JSON types (what flatten and the report rely on).
+RECORD_FIELDS = {"run_key": str, "study": str, "params": dict}
+OPTIONAL_RECORD_FIELDS = {"metrics": dict, "timings": dict, "provenance": dict}
+
+
+def record_problem(record: Any, run_key: str) -> str:
+    """What makes `record` (parsed JSON of the file <run_key>.json) not a record; '' if none."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__} instead of an object"
+    for name, kind in {**RECORD_FIELDS, **OPTIONAL_RECORD_FIELDS}.items():
+        if name not in record:
+            if name in RECORD_FIELDS:
+                return f"field {name!r} missing"
+        elif not isinstance(record[name], kind):
+            return f"field {name!r} is a {type(record[name]).__name__}, not a {kind.__name__}"
+    if record["run_key"] != run_key:
+        return f"field 'run_key' is {record['run_key']!r} but the file is {run_key}.json"
+    return ""
 
 
 def read_records(study: str) -> list[dict[str, Any]]:

@@ -5,28 +5,38 @@
 
 The whole grid is validated before the first job starts. Runs whose record exists are
 skipped, so an interrupted sweep resumes where it stopped; a failing run does not stop
-the others and leaves no record.
+the others and leaves no record. One sweep of a study runs at a time (a lock file in its
+folder names the holder); Ctrl-C or SIGTERM stops it cleanly and prints the command that
+resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
 import os
+import shlex
+import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from lib import results
-from lib.config import METHODS, ExperimentConfig
+from lib import paths, results
+from lib.config import METHODS, ExperimentConfig, check_fields
 from lib.experiment import check_files, validate
 from lib.utils import atomic_write_json, atomic_write_text, progress, project_root
 
@@ -48,18 +58,40 @@ TOP_LEVEL_KEYS = (
 
 
 def load_params(path: str | Path) -> dict[str, Any]:
+    """The params file as a mapping; any problem with it is one ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file {path} not found")
-    params = yaml.safe_load(path.read_text()) or {}
-    unknown = sorted(set(params) - set(TOP_LEVEL_KEYS))
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a text file ({error})") from None
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise ValueError(
+            f"{path}: must be a mapping of {', '.join(TOP_LEVEL_KEYS)}, "
+            f"got a {type(params).__name__}"
+        )
+    unknown = sorted(map(repr, set(params) - set(TOP_LEVEL_KEYS)))
     if unknown:
         raise ValueError(
-            f"{path}: unknown key(s) {', '.join(map(repr, unknown))}; "
-            f"choose from: {', '.join(TOP_LEVEL_KEYS)}"
+            f"{path}: unknown key(s) {', '.join(unknown)}; choose from: {', '.join(TOP_LEVEL_KEYS)}"
         )
     if "study" not in params or "grid" not in params:
         raise ValueError(f"{path}: needs 'study' and 'grid'")
+    try:
+        paths.check_name(params["study"])  # a folder under the outputs root, never a path
+        if not isinstance(params.get("report", True), bool):
+            raise ValueError(f"report must be true or false, got {params['report']!r}")
+        if not isinstance(params.get("description", ""), str):
+            raise ValueError(f"description must be a string, got {params['description']!r}")
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     return params
 
 
@@ -69,13 +101,30 @@ def _section(where: str, section: Any, allowed: set[str]) -> dict[str, Any]:
         return {}
     if not isinstance(section, dict):
         raise ValueError(f"{where} must be a mapping of parameter: value(s), got {section!r}")
-    unknown = sorted(set(section) - allowed)
+    unknown = sorted(map(repr, set(section) - allowed))
     if unknown:
         raise ValueError(
-            f"{where}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+            f"{where}: unknown parameter(s) {', '.join(unknown)}; "
             f"choose from: {', '.join(sorted(allowed))}"
         )
     return section
+
+
+def check_pretrain(params: dict[str, Any]) -> None:
+    """The `pretrain:` section: known parameters of the right types, out_dir under the
+    outputs root; checked before anything runs."""
+    from lib.pretrain import SourceConfig
+
+    names = {f.name for f in fields(SourceConfig)}
+    settings = _section("pretrain", params.get("pretrain"), names)
+    if not settings:
+        return
+    try:
+        check_fields(SourceConfig, settings)  # SourceConfig itself compares before it checks
+        cfg = SourceConfig(**settings)
+        paths.confined(cfg.output_path, "out_dir")
+    except ValueError as error:
+        raise ValueError(f"pretrain: {error}") from None
 
 
 def expand_grid(params: dict[str, Any]) -> list[ExperimentConfig]:
@@ -121,8 +170,16 @@ class Execution:
     configs: list[ExperimentConfig] = field(default_factory=list)
 
     @property
+    def output(self) -> Path:
+        """The executed notebook: outputs/<study>/runs/<key>.ipynb."""
+        return paths.run_notebook(self.configs[0].study, self.key)
+
+    @property
     def done(self) -> bool:
-        return all(results.has_record(c.study, c.run_key) for c in self.configs)
+        """Every record written and the executed notebook saved: a notebook killed after its
+        last record (or stopped in its plotting cells) is executed again, cheaply."""
+        records = all(results.has_record(c.study, c.run_key) for c in self.configs)
+        return records and self.output.is_file()
 
 
 def plan(configs: list[ExperimentConfig]) -> list[Execution]:
@@ -164,9 +221,18 @@ def plan(configs: list[ExperimentConfig]) -> list[Execution]:
 @dataclass
 class Outcome:
     key: str
-    status: str  # done | skipped | failed
+    status: str  # done | skipped | failed | interrupted | not started
     seconds: float = 0.0
     error: str = ""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM reached the sweep; `outcomes` are those known when it stopped."""
+
+    def __init__(self, signum: int, outcomes: list[Outcome] | None = None) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.outcomes = outcomes or []
 
 
 def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> None:
@@ -174,7 +240,7 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> Non
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.stem}.running.ipynb")
+    tmp, failed = paths.running_notebook(output), paths.failed_notebook(output)
     try:
         papermill.execute_notebook(
             str(NOTEBOOKS / name),
@@ -187,10 +253,10 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> Non
         )
     except BaseException:
         if tmp.exists():
-            os.replace(tmp, output.with_name(f"{output.stem}.failed.ipynb"))
+            os.replace(tmp, failed)
         raise
     os.replace(tmp, output)
-    output.with_name(f"{output.stem}.failed.ipynb").unlink(missing_ok=True)
+    failed.unlink(missing_ok=True)
 
 
 def _describe(error: BaseException) -> str:
@@ -204,10 +270,10 @@ def run_execution(execution: Execution, threads: int = 0) -> Outcome:
     if execution.done:
         return Outcome(execution.key, "skipped")
     start = time.perf_counter()
-    study = execution.configs[0].study
-    output = results.study_dir(study) / "runs" / f"{execution.key}.ipynb"
     try:
-        execute_notebook("transfer.ipynb", output, {**execution.params, "threads": threads})
+        execute_notebook(
+            "transfer.ipynb", execution.output, {**execution.params, "threads": threads}
+        )
     except Exception as error:  # noqa: BLE001 - one failing run must not stop the sweep
         return Outcome(execution.key, "failed", time.perf_counter() - start, _describe(error))
     return Outcome(execution.key, "done", time.perf_counter() - start)
@@ -221,13 +287,170 @@ def run_local(executions: list[Execution], workers: int = 1) -> list[Outcome]:
     """
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     ordered = sorted(executions, key=lambda e: e.params.get("method") != "vp")
-    bar = progress(range(len(executions)), desc="runs", unit="notebook")
-    outcomes = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for outcome in pool.map(lambda e: run_execution(e, threads), ordered):
-            outcomes.append(outcome)
-            next(bar, None)
-    return outcomes
+    stop = threading.Event()
+
+    def run(execution: Execution) -> Outcome:
+        if stop.is_set():  # queued when the sweep was stopped
+            return Outcome(execution.key, "not started")
+        return run_execution(execution, threads)
+
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {pool.submit(run, e): e for e in ordered}
+    finished: dict[str, Outcome] = {}
+    try:
+        bar = progress(as_completed(futures), total=len(futures), desc="runs", unit="notebook")
+        for future in bar:
+            finished[futures[future].key] = future.result()
+    except SweepInterrupted as stopped:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_kernels(lambda: all(f.done() for f in futures))
+        for future, e in futures.items():
+            if future.cancelled():
+                finished[e.key] = Outcome(e.key, "not started")
+            elif not future.done():  # its kernel outlived stop_kernels' patience
+                finished[e.key] = Outcome(e.key, "interrupted")
+            elif e.key not in finished:
+                outcome = future.result()
+                if outcome.status == "failed":  # its kernel was stopped
+                    outcome.status = "interrupted"
+                finished[e.key] = outcome
+        stopped.outcomes = [finished[e.key] for e in ordered]
+        raise
+    finally:
+        pool.shutdown(wait=False)
+    return [finished[e.key] for e in ordered]
+
+
+def _child_pids() -> list[int]:
+    """Live processes this one started (papermill's kernels, each in its own session)."""
+    me, rows = os.getpid(), []
+    if Path("/proc/self/stat").exists():
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:  # the fields after the command name: state, ppid, ...
+                    state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+                except (OSError, IndexError, ValueError):  # it ended meanwhile
+                    continue
+                rows.append((entry.name, ppid, state))
+    else:
+        table = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,stat="], capture_output=True)
+        rows = [tuple(line.split()[:3]) for line in table.stdout.decode().splitlines()]
+    return [int(pid) for pid, ppid, state in rows if ppid == str(me) and not state.startswith("Z")]
+
+
+def stop_kernels(finished: Callable[[], bool] = lambda: True, timeout: float = 60.0) -> None:
+    """Stop the kernels this process started (SIGTERM to each kernel's process group, then
+    SIGKILL) until `finished()`: the notebooks using them then fail and save what they have.
+    Records are written atomically, so a stopped run leaves none, never half of one."""
+    deadline = time.monotonic() + timeout
+    sent: dict[int, float] = {}
+    while True:
+        for pid in _child_pids():
+            first = sent.setdefault(pid, time.monotonic())
+            kill = signal.SIGKILL if time.monotonic() - first > 5 else signal.SIGTERM
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, kill) if os.getpgid(pid) == pid else os.kill(pid, kill)
+        if finished() and not _child_pids():
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- one sweep per study
+
+
+class StudyLocked(RuntimeError):
+    """Another sweep of the same study is running."""
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']} since {info['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def study_lock(study: str, argv: list[str] | None = None) -> Iterator[None]:
+    """Hold outputs/<study>/sweep.lock for the block: one sweep of a study at a time.
+
+    The file names its holder (pid, host, start time, command). The lock itself is an
+    flock on it, which the system releases when the holder ends however it ends, so the
+    file of a holder that was killed is stale and simply taken over.
+    """
+    path = paths.lock_path(study)
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed by a sweep that just ended
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+            os.close(fd)
+            raise StudyLocked(
+                f"study {study!r} is being swept by {holder} (lock file {path}); wait for "
+                "it to end or stop it, then run this again"
+            ) from None
+        try:  # the holder removes the file when it ends: lock the file that is there now
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        stale = os.pread(fd, 4096, 0).decode(errors="replace")
+        if stale.strip():
+            print(f"[sweep] taking over the stale lock of {_holder(stale)} (not running)")
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", "-m", "lib.sweep", *(argv or [])]),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+        with contextlib.suppress(OSError):  # a sweep that wrote nothing leaves no folder
+            path.parent.rmdir()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise SweepInterrupted in the main thread (once: a second signal
+    during the clean stop is ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise SweepInterrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _clean_leftovers(executions: list[Execution]) -> None:
+    """A sweep killed outright (SIGKILL, power) leaves its notebooks' hidden work files; with
+    the lock held no one else writes them, and their executions run again."""
+    for e in executions:
+        paths.running_notebook(e.output).unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- stages
@@ -284,10 +507,28 @@ def export_html(notebook: Path) -> Path:
 
 def summarize(outcomes: list[Outcome], out: Callable[[str], None] = print) -> None:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    out(f"[sweep] {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
+    line = f"[sweep] {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+    for status in ("interrupted", "not started"):
+        n = sum(o.status == status for o in outcomes)
+        line += f", {n} {status}" if n else ""
+    out(line)
     for o in outcomes:
         if o.status == "failed":
             out(f"[sweep]   FAILED {o.key}: {o.error}")
+
+
+def _report_stop(
+    stopped: SweepInterrupted, study: str, configs: list[ExperimentConfig], argv: list[str]
+) -> int:
+    """What finished, and the command that resumes; exit status 128 + the signal number."""
+    name = signal.Signals(stopped.signum).name
+    print(f"[sweep] stopped by {name}", flush=True)
+    if stopped.outcomes:
+        summarize(stopped.outcomes)
+    written = sum(results.has_record(c.study, c.run_key) for c in configs)
+    print(f"[sweep] {written} of {len(configs)} runs of {study!r} have their record")
+    print(f"[sweep] resume with: {shlex.join(['python', '-m', 'lib.sweep', *argv])}", flush=True)
+    return 128 + stopped.signum
 
 
 # ---------------------------------------------------------------- command line
@@ -317,18 +558,25 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true", help="validate and list the executions, run nothing"
     )
     parser.add_argument("--no-report", action="store_true", help="skip the report notebook")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args, backend_args = parser.parse_known_args(argv)
+    paths.pin_environment()  # the kernels write where this process reads, whatever the cwd
     if args.backend == "slurm":
         slurm_args(backend_args)  # bad cluster flags fail before anything runs
 
     params = load_params(args.params)
-    configs = expand_grid(params)  # validates every run before anything starts
-    try:  # n-shots vs class sizes (labels only); checkpoint files are checked after pretrain
+    try:
+        configs = expand_grid(params)  # validates every run before anything starts
+        check_pretrain(params)
+        # n-shots vs class sizes (labels only); checkpoint files are checked after pretrain
         validate(configs, sources=False)
     except FileNotFoundError as error:  # a dataset missing here: fatal unless only listing
         if not args.dry_run:
             raise
         print(f"[sweep] n-shots not checked: {str(error).splitlines()[0]}", flush=True)
+    except ValueError as error:
+        raise ValueError(f"{args.params}: {error}") from None
+    results.read_records(params["study"])  # a stray or damaged record is named now
     executions = plan(configs)
     todo = [e for e in executions if not e.done]
     print(
@@ -344,6 +592,27 @@ def main(argv: list[str] | None = None) -> int:
         from lib.tickets import verify
 
         print(f"[sweep] {verify(params['tickets'])['version']}: tickets match the manifest")
+    if args.backend == "local" and backend_args:
+        parser.error(f"unrecognized arguments: {' '.join(backend_args)}")
+    with _stop_on_signals():
+        try:
+            with study_lock(params["study"], argv):
+                _clean_leftovers(executions)
+                return _run(params, configs, executions, args, backend_args)
+        except SweepInterrupted as stopped:
+            if args.backend == "local":  # Slurm tasks keep running (lib.slurm says so)
+                stop_kernels()  # a stage's kernel (pretrain, report) may still run
+            return _report_stop(stopped, params["study"], configs, argv)
+
+
+def _run(
+    params: dict[str, Any],
+    configs: list[ExperimentConfig],
+    executions: list[Execution],
+    args: argparse.Namespace,
+    backend_args: list[str],
+) -> int:
+    """Pretrain, the transfer notebooks, results.csv and the report (the lock is held)."""
     pretrain(params)
     for cfg in configs:  # after pretraining, every checkpoint must exist before any run
         check_files(cfg)
@@ -352,8 +621,6 @@ def main(argv: list[str] | None = None) -> int:
 
         outcomes = run_slurm(executions, backend_args)
     else:
-        if backend_args:
-            parser.error(f"unrecognized arguments: {' '.join(backend_args)}")
         outcomes = run_local(executions, args.workers)
     summarize(outcomes)
     results.write_results_csv(params["study"])
@@ -365,6 +632,6 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (ValueError, FileNotFoundError) as error:  # bad params or files: no traceback
+    except (ValueError, FileNotFoundError, StudyLocked) as error:  # no traceback
         print(f"python -m lib.sweep: error: {error}", file=sys.stderr)
         sys.exit(2)

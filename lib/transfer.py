@@ -5,6 +5,7 @@ notebooks/transfer.ipynb through papermill: same flags, same defaults, plus --me
         --n_shot -1 --batch_size 128 --dataset cifar10 --results_path R
 
 Records land in R/<run_name>/records/, the executed notebook in R/<run_name>/runs/.
+--run_name is a folder name (letters, digits, -_.), never a path; R is the outputs root.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from lib import paths
 from lib.backbone import TORCHVISION_ARCHS
 from lib.config import ExperimentConfig
 from lib.utils import data_root
@@ -132,9 +134,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        paths.check_name(args.run_name, "--run_name")  # a folder under --results_path
         cfg = config_from_args(args)  # every flag checked before anything runs
     except ValueError as error:
         parser().error(str(error))
+    paths.pin_environment()  # a relative $SPARSE_VP_DATA means the same folder to the kernel
     # --results_path moves the results only: data and tickets stay where they were found.
     os.environ.setdefault("SPARSE_VP_DATA", str(data_root()))
     cfg = replace(cfg, pretrained_dir=str(cfg.pretrained_path))

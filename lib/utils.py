@@ -88,8 +88,9 @@ def project_root() -> Path:
 
 
 def outputs_dir() -> Path:
-    """Root of all generated files; $SPARSE_VP_OUTPUTS overrides (tests use a tmp dir)."""
-    return Path(os.environ.get("SPARSE_VP_OUTPUTS", project_root() / "outputs"))
+    """Root of all generated files, absolute; $SPARSE_VP_OUTPUTS overrides (tests use a tmp
+    dir). lib.paths.pin_environment makes a relative value absolute for the kernels too."""
+    return Path(os.path.abspath(os.environ.get("SPARSE_VP_OUTPUTS", project_root() / "outputs")))
 
 
 def data_root() -> Path:

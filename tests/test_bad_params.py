@@ -68,7 +68,8 @@ def test_sweep_validates_the_whole_grid_before_the_first_run(
     with pytest.raises(error, match=message) as info:
         _sweep(tmp_path, params)
     if error is ValueError and "n_shot" not in bad:
-        assert str(info.value).startswith("grid entry 1: ")  # says where in the file
+        # says which file, and where in it
+        assert str(info.value).startswith(f"{tmp_path / 'params.yaml'}: grid entry 1: ")
     _nothing_ran(outputs)
 
 
@@ -78,12 +79,21 @@ def test_sweep_validates_the_whole_grid_before_the_first_run(
         ({"grids": []}, r"unknown key\(s\) 'grids'; choose from: study, "),
         (
             {"defaults": {"n_shots": [5]}},
-            r"^defaults: unknown parameter\(s\) 'n_shots'; choose from: .*n_shot",
+            r"params\.yaml: defaults: unknown parameter\(s\) 'n_shots'; choose from: .*n_shot",
         ),
-        ({"method_defaults": {"pl": {"epochs": 3}}}, r"^method_defaults: .*'pl'; .*lp, vp"),
-        ({"method_defaults": {"lp": {"epoch": 3}}}, r"^method_defaults\.lp: .*'epoch'"),
-        ({"grid": [GOOD, ["network", "dense"]]}, "^grid entry 1 must be a mapping"),
-        ({"grid": [GOOD, {**GOOD, "seed": []}]}, "^grid entry 1: no values for 'seed'"),
+        (
+            {"method_defaults": {"pl": {"epochs": 3}}},
+            r"params\.yaml: method_defaults: .*'pl'; .*lp, vp",
+        ),
+        (
+            {"method_defaults": {"lp": {"epoch": 3}}},
+            r"params\.yaml: method_defaults\.lp: .*'epoch'",
+        ),
+        ({"grid": [GOOD, ["network", "dense"]]}, r"params\.yaml: grid entry 1 must be a mapping"),
+        (
+            {"grid": [GOOD, {**GOOD, "seed": []}]},
+            r"params\.yaml: grid entry 1: no values for 'seed'",
+        ),
     ],
 )
 def test_sweep_names_unknown_keys_where_they_are(outputs, tickets, tmp_path, change, message):

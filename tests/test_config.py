@@ -16,7 +16,7 @@ from lib.config import ExperimentConfig
         ("mapping", "blm", "unknown mapping 'blm'; choose one of: ilm, flm, rlm, linear"),
         ("network", "pruned", "unknown network 'pruned'; choose one of: dense, ticket"),
         ("epochs", -1, "epochs must be a number >= 1, got -1"),
-        ("epochs", "ten", "epochs must be a number >= 1, got 'ten'"),
+        ("epochs", "ten", "epochs must be an int, got 'ten' (str)"),
         ("n_shot", 0, "n_shot must be a number >= 1 (or -1 for all), got 0"),
         ("target_size", 64, "target_size 64 must be in 1..32"),
         ("weight_bits", 9, "unknown weight_bits 9; choose one of: 2, 3"),
