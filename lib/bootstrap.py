@@ -71,14 +71,37 @@ def _uniform_multinomial(rng: np.random.Generator, trials: np.ndarray, k: int) -
     return np.bincount(which * k + draws, minlength=len(trials) * k).reshape(len(trials), k)
 
 
+def expansion(units: int, level: float = LEVEL) -> float:
+    """Factor that widens a bootstrap over few units (the outermost level with more than
+    one) to about `level` coverage: sqrt(units / (units - 1)) t_{units - 1} / z, the
+    small-sample expansion of Hesterberg (2015). A bootstrap of few units is too narrow
+    twice over: it divides their variance by units instead of units - 1, and it ignores
+    how little a few units say about that variance. With 3 source models that truly
+    differ, the plain 95% interval excluded a null effect 20-25% of the time, the expanded
+    one 3-6% (measured for lib.findings, tests/test_findings.py).
+    """
+    from scipy.stats import norm, t
+
+    if units < 2:
+        return 1.0
+    tail = (1 - level) / 2
+    return float(np.sqrt(units / (units - 1)) * t.ppf(1 - tail, units - 1) / norm.isf(tail))
+
+
 def interval(
-    estimate: float, replicates: np.ndarray, level: float = LEVEL, method: str = "percentile"
+    estimate: float,
+    replicates: np.ndarray,
+    level: float = LEVEL,
+    method: str = "percentile",
+    units: int | None = None,
 ) -> tuple[float, float]:
     """(low, high) from bootstrap replicates of a statistic (NaN replicates ignored).
 
     "percentile": the replicates' quantiles. "basic": reflected around the estimate,
     (2 estimate - q_high, 2 estimate - q_low), which removes a bias that the resampling
-    repeats (a plug-in ECE is biased upwards, and its resamples once more).
+    repeats (a plug-in ECE is biased upwards, and its resamples once more). With `units`
+    (the number of outermost units resampled), the replicates' spread around the estimate
+    is first widened by expansion(units, level).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1); got {level}")
@@ -86,6 +109,8 @@ def interval(
     reps = reps[np.isfinite(reps)]
     if reps.size == 0 or not np.isfinite(estimate):
         return float("nan"), float("nan")
+    if units is not None:
+        reps = estimate + expansion(units, level) * (reps - estimate)
     q_low, q_high = np.quantile(reps, [(1 - level) / 2, (1 + level) / 2])
     if method == "percentile":
         return float(q_low), float(q_high)

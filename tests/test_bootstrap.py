@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lib.bootstrap import interval, resample_counts
+from lib.bootstrap import expansion, interval, resample_counts
 
 
 def test_ordinary_bootstrap_counts() -> None:
@@ -87,3 +87,12 @@ def test_intervals() -> None:
     assert np.isnan(interval(0.5, np.full(3, np.nan))).all()
     with pytest.raises(ValueError, match="percentile, basic"):
         interval(0.5, reps, method="bca")
+
+
+def test_expansion_for_few_units() -> None:
+    assert expansion(3) == pytest.approx(np.sqrt(1.5) * 4.3027 / 1.95996, rel=1e-4)
+    assert expansion(1) == 1.0 and 1.0 < expansion(1000) < 1.002
+    assert expansion(2) > expansion(3) > expansion(10) > 1
+    reps = np.array([0.0, 1.0, 2.0] * 100)
+    low, high = interval(1.0, reps, units=3)
+    assert (low, high) == pytest.approx((1 - expansion(3), 1 + expansion(3)))
