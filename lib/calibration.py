@@ -246,6 +246,66 @@ def bootstrap_interval(
     return interval(estimate, np.concatenate(parts), level, method)
 
 
+# Calibration curves for estimator_bias: P(right | confidence c) = c - gap c (1 - c), c ~ U(0.2, 1):
+# calibrated, mildly and strongly overconfident (true ECE = gap * 0.1867).
+BIAS_CURVES = {"calibrated": 0.0, "mildly overconfident": 0.3, "overconfident": 1.0}
+
+
+def synthetic_curve(
+    n: int, gap: float, rng: np.random.Generator, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """probs [n, num_classes], labels and the true ECE of the curve above: top-label
+    confidence c ~ U(0.2, 1) on a random class, right with probability c - gap c (1 - c)."""
+    conf = rng.uniform(0.2, 1.0, n)
+    pred = rng.integers(0, num_classes, n)
+    right = rng.random(n) < conf - gap * conf * (1 - conf)
+    probs = np.repeat(((1 - conf) / (num_classes - 1))[:, None], num_classes, axis=1)
+    probs[np.arange(n), pred] = conf
+    labels = np.where(right, pred, (pred + 1) % num_classes)
+    true_ece = gap * (0.6 - (1 - 0.2**3) / (3 * 0.8))  # E[gap c (1 - c)]
+    return probs, labels, true_ece
+
+
+def estimator_bias(n: int, repetitions: int = 40, seed: int = 0) -> list[dict[str, Any]]:
+    """Mean estimate minus true ECE of ece, debiased_ece and smooth_ece on test sets of `n`
+    drawn from each of BIAS_CURVES: which estimator to trust at this sample size."""
+    metrics = {"ece": ece, "debiased_ece": debiased_ece, "smooth_ece": smooth_ece}
+    rows = []
+    for curve, gap in BIAS_CURVES.items():
+        values: dict[str, list[float]] = {name: [] for name in metrics}
+        for r in range(repetitions):
+            probs, labels, true_ece = synthetic_curve(n, gap, np.random.default_rng([seed, r]))
+            for name, metric in metrics.items():
+                values[name].append(metric(probs, labels))
+        for name, v in values.items():
+            rows.append(
+                {
+                    "metric": name,
+                    "curve": curve,
+                    "n": n,
+                    "true_ece": true_ece,
+                    "mean": float(np.mean(v)),
+                    "bias": float(np.mean(v) - true_ece),
+                    "sd": float(np.std(v)),
+                }
+            )
+    return rows
+
+
+def least_biased_metric(bias: list[dict[str, Any]], among: list[str] | None = None) -> str:
+    """The estimator (of estimator_bias's rows, optionally only those `among`) with the
+    smallest worst-case |bias| over the curves."""
+    worst: dict[str, float] = {}
+    for row in bias:
+        if among is None or row["metric"] in among:
+            worst[row["metric"]] = max(worst.get(row["metric"], 0.0), abs(row["bias"]))
+    if not worst:
+        raise ValueError(
+            f"no estimator among {among}; estimator_bias has {sorted({r['metric'] for r in bias})}"
+        )
+    return min(worst, key=worst.get)
+
+
 def mce(probs: ArrayLike, labels: ArrayLike, n_bins: int = 15) -> float:
     """Top-label MCE: the largest |acc - conf| over non-empty equal-width bins."""
     from netcal.metrics import MCE

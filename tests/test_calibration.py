@@ -25,7 +25,9 @@ from lib.calibration import (
     confidence_analysis,
     debiased_ece,
     ece,
+    estimator_bias,
     fit_temperature,
+    least_biased_metric,
     mce,
     reliability_data,
     seed_ece,
@@ -538,3 +540,18 @@ def test_near_calibrated_the_binned_interval_misses_and_debiasing_helps() -> Non
     )
     assert binned < 0.5
     assert debiased > binned + 0.2
+
+
+def test_estimator_bias_and_the_least_biased_metric() -> None:
+    small, large = estimator_bias(150, repetitions=8), estimator_bias(1500, repetitions=8)
+    bias = {(r["metric"], r["curve"], r["n"]): r["bias"] for r in small + large}
+    # the binned ECE of a calibrated model is all bias, shrinking about as sqrt(1 / N)
+    assert bias[("ece", "calibrated", 150)] > 2 * bias[("ece", "calibrated", 1500)] > 0
+    assert bias[("debiased_ece", "calibrated", 150)] < bias[("ece", "calibrated", 150)]
+    worst = {}
+    for r in small:
+        worst[r["metric"]] = max(worst.get(r["metric"], 0), abs(r["bias"]))
+    assert least_biased_metric(small) == min(worst, key=worst.get)
+    assert least_biased_metric(small, among=["ece"]) == "ece"
+    with pytest.raises(ValueError, match="no estimator"):
+        least_biased_metric(small, among=["mce"])
