@@ -40,6 +40,7 @@ from lib.backbone import (
     ticket_paths,
 )
 from lib.calibration import (
+    RECORD_RESAMPLES,
     calibration_metrics,
     confidence_analysis,
     fit_temperature,
@@ -458,8 +459,12 @@ def _run_one(
     temperature = fit_temperature(val_logits, val_labels)
     probs = test_logits.softmax(1)
     metrics = {
-        "test": calibration_metrics(test_logits, test_labels, cfg.n_bins),
-        "test_ts": calibration_metrics(test_logits / temperature, test_labels, cfg.n_bins),
+        "test": calibration_metrics(
+            test_logits, test_labels, cfg.n_bins, bootstrap=RECORD_RESAMPLES
+        ),
+        "test_ts": calibration_metrics(
+            test_logits / temperature, test_labels, cfg.n_bins, bootstrap=RECORD_RESAMPLES
+        ),
         "val": calibration_metrics(val_logits, val_labels, cfg.n_bins),
         "temperature": temperature,
         "confidence": confidence_analysis(probs, test_labels),

@@ -3,6 +3,7 @@ frame (lib.results.results_frame) and returns a matplotlib Figure."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+
+from lib.findings import CALIBRATION_METRICS, mapping_quality
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 METHOD_NAMES = {"lp": "LP", "vp": "VP (ILM)"}
@@ -61,8 +64,9 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
 
 
 def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
-    """Reliability diagram: accuracy per confidence bin (bars), mean confidence (the hatched
-    gap's other end) and the share of test samples per bin (grey, bottom)."""
+    """Reliability diagram: accuracy per confidence bin (bars) with its 95% bootstrap band
+    (black whiskers, when the record has one), mean confidence (the hatched gap's other
+    end) and the share of test samples per bin (grey, bottom)."""
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     bins = pd.DataFrame(record["reliability"]["raw"])
     bins = bins[bins["count"] > 0]
@@ -78,6 +82,21 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
         lw=0.5,
         label="accuracy",
     )
+    if "accuracy_low" in bins:
+        centers = bins["lower"] + width / 2
+        ax.errorbar(
+            centers,
+            bins["accuracy"],
+            yerr=[
+                bins["accuracy"] - bins["accuracy_low"],
+                bins["accuracy_high"] - bins["accuracy"],
+            ],
+            fmt="none",
+            ecolor="k",
+            elinewidth=1,
+            capsize=2,
+            label="95% bootstrap band",
+        )
     ax.bar(
         bins["lower"],
         bins["confidence"] - bins["accuracy"],
@@ -95,16 +114,28 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
         bins["lower"], 0.15 * share, width=width, align="edge", color="0.4", label="samples (share)"
     )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
-    m = record["metrics"]["test"]
     ax.set(
         xlim=(0, 1),
         ylim=(0, 1),
         xlabel="confidence",
         ylabel="accuracy",
-        title=title or f"acc {m['accuracy']:.3f}  ECE {m['ece']:.3f}",
+        title=title or calibration_title(record["metrics"]["test"]),
     )
-    ax.legend(loc="upper left", fontsize="small")
+    ax.legend(loc="upper left", fontsize="x-small")
     return ax
+
+
+def calibration_title(m: dict[str, Any]) -> str:
+    """acc, ECE [95% interval], debiased and smooth ECE of one record's metrics, as present."""
+    text = f"acc {m['accuracy']:.3f}  ECE {m['ece']:.3f}"
+    if "ece_low" in m:
+        text += f" [{m['ece_low']:.3f}, {m['ece_high']:.3f}]"
+    extra = [
+        f"{name} {m[key]:.3f}"
+        for key, name in (("debiased_ece", "deb."), ("smooth_ece", "sm."))
+        if key in m
+    ]
+    return text + ("\n" + "  ".join(extra) if extra else "")
 
 
 def prompt_image(pattern: torch.Tensor, ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
@@ -212,7 +243,7 @@ def reliability_pair(records: list[dict[str, Any]], dataset: str) -> plt.Figure:
                     axes[i, j],
                     title=(
                         f"{METHOD_NAMES[method]}, {100 * (1 - 0.8**state):.0f}% sparse\n"
-                        f"acc {m['accuracy']:.3f}, ECE {m['ece']:.3f}"
+                        + calibration_title(m)
                     ),
                 )
             else:
@@ -262,27 +293,26 @@ def mapping_heatmaps(
 
 
 def own_class(df: pd.DataFrame) -> plt.Figure:
-    """Fraction of target classes mapped to the source glyph of the same name."""
-    data = tidy(
-        df[
-            (df["method"] == "vp")
-            & df["mapping_own_class_fraction"].notna()
-            & df["network"].isin(["dense", "ticket"])
-        ]
-    )
+    """Fraction of target classes mapped to the source glyph of the same name, with its 95%
+    hierarchical-bootstrap interval (lib.findings.mapping_quality; n-shots pooled)."""
+    table = mapping_quality(df)
+    table = table[table["network"].isin(["dense", "ticket"])] if not table.empty else table
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    sns.lineplot(
-        data,
-        x="sparsity_pct",
-        y="mapping_own_class_fraction",
-        hue="dataset",
-        style="shots",
-        marker="o",
-        errorbar="sd",
-        ax=ax,
-    )
+    for i, (dataset, group) in enumerate(table.groupby("dataset")):
+        group = group.sort_values("sparsity")
+        x = 100 * (1 - 0.8 ** group["sparsity"]) + 0.6 * i  # datasets side by side
+        ax.errorbar(
+            x,
+            group["effect"],
+            yerr=[group["effect"] - group["low"], group["high"] - group["effect"]],
+            marker="o",
+            capsize=3,
+            label=dataset,
+        )
     ax.set(xlabel="sparsity (%)", ylabel="classes mapped to own glyph", ylim=(-0.02, 1.02))
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1))
+    ax.set_title("ILM mapping quality (mean, 95% interval over source models and seeds)")
+    if ax.has_data():
+        ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
     return fig
 
 
@@ -376,5 +406,139 @@ def quantization(df: pd.DataFrame) -> plt.Figure:
         )
         ax.set(xlabel="bits (weights = activations)", ylabel=label)
     fig.suptitle("quantization: accuracy and ECE vs bits")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- calibration you can trust
+
+
+def ece_estimators(df: pd.DataFrame, after_ts: bool = False) -> plt.Figure:
+    """Binned, debiased, smooth (and classwise) ECE vs sparsity, side by side: does the picture
+    depend on the estimator? Mean and sd over seeds and source models."""
+    prefix = "test_ts_" if after_ts else "test_"
+    names = {f"{prefix}{m}": n for m, n in CALIBRATION_METRICS.items() if f"{prefix}{m}" in df}
+    return _lines_vs_sparsity(
+        df,
+        names,
+        "estimator",
+        "calibration error" + (" after TS" if after_ts else ""),
+        style="estimator",
+        col="Method",
+        row="dataset",
+        height=2.6,
+        aspect=1.3,
+    )
+
+
+def ece_intervals(df: pd.DataFrame, metric: str = "ece") -> plt.Figure:
+    """Test ECE of every run with its 95% bootstrap interval (test-set noise alone) vs
+    sparsity: rows datasets, columns methods, colors n-shots, runs (seeds, source models)
+    side by side."""
+    low, high = f"test_{metric}_low", f"test_{metric}_high"
+    data = tidy(df[df["network"].isin(["dense", "ticket"])])
+    if data.empty or low not in data:
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no ECE intervals in these records", ha="center", va="center")
+        return fig
+    datasets, methods = sorted(data["dataset"].unique()), sorted(data["Method"].unique())
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(methods),
+        figsize=(5.5 * len(methods), 2.8 * len(datasets)),
+        squeeze=False,
+        sharey="row",
+    )
+    shots = list(data["shots"].cat.categories)
+    colors = dict(zip(shots, sns.color_palette("colorblind", len(shots)), strict=True))
+    source = data["source_seed"] if "source_seed" in data else 0
+    data = data.assign(
+        run=data["seed"].astype(str) + "/" + pd.Series(source, index=data.index).astype(str)
+    )
+    for (i, dataset), (j, method) in itertools.product(enumerate(datasets), enumerate(methods)):
+        ax = axes[i, j]
+        d = data[(data["dataset"] == dataset) & (data["Method"] == method)]
+        states = sorted(d["sparsity_pct"].unique())
+        groups = list(itertools.product(shots, sorted(d["run"].unique())))
+        step = 0.8 / max(len(groups), 1)
+        for k, (shot, run) in enumerate(groups):
+            g = d[(d["shots"] == shot) & (d["run"] == run)].sort_values("sparsity_pct")
+            if g.empty:
+                continue
+            x = np.array([states.index(v) for v in g["sparsity_pct"]]) - 0.4 + (k + 0.5) * step
+            ax.errorbar(
+                x,
+                g[f"test_{metric}"],
+                yerr=[g[f"test_{metric}"] - g[low], g[high] - g[f"test_{metric}"]],
+                fmt="o",
+                ms=3,
+                capsize=1.5,
+                lw=0.8,
+                color=colors[shot],
+                label=shot if run == groups[0][1] else None,
+            )
+        ax.set_xticks(range(len(states)), [f"{v:.0f}" for v in states])
+        ax.set(title=f"{dataset} | {method}", xlabel="sparsity (%)", ylabel=f"test {metric}")
+    handles, labels = axes[0, -1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1, 0.98), title="n-shot")
+    fig.suptitle(f"test {metric} with 95% bootstrap intervals (one bar per run: seed/source)")
+    fig.tight_layout()
+    return fig
+
+
+VERDICT_COLORS = {
+    "supported": "tab:green",
+    "contradicted": "tab:red",
+    "inconclusive": "0.45",
+    "no data": "0.8",
+}
+
+
+def findings_forest(table: pd.DataFrame) -> plt.Figure:
+    """Each finding's effect (paper's direction positive) with its 95% interval, colored by
+    verdict: supported / contradicted only when the interval excludes 0."""
+    table = table.reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(table) + 1.2))
+    for y, row in table.iterrows():
+        color = VERDICT_COLORS.get(row["verdict"], "k")
+        if np.isfinite(row["effect"]):
+            ax.errorbar(
+                row["effect"],
+                y,
+                xerr=[[row["effect"] - row["low"]], [row["high"] - row["effect"]]],
+                fmt="o",
+                color=color,
+                capsize=3,
+            )
+        ax.annotate(
+            row["verdict"],
+            (1.01, y),
+            xycoords=("axes fraction", "data"),
+            va="center",
+            color=color,
+            fontsize="small",
+        )
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(table)), table["finding"])
+    ax.invert_yaxis()
+    ax.set(xlabel="effect (paired difference; > 0 is the paper's direction)")
+    ax.set_title("findings: mean and 95% interval over source models and seeds", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def bias_of_estimators(rows: list[dict[str, Any]]) -> plt.Figure:
+    """Bias (mean estimate - true ECE) of each ECE estimator on known calibration curves at
+    the study's test size (lib.calibration.estimator_bias)."""
+    data = pd.DataFrame(rows)
+    data["estimator"] = data["metric"].map(CALIBRATION_METRICS).fillna(data["metric"])
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    sns.barplot(data, x="curve", y="bias", hue="estimator", ax=ax)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set(xlabel="synthetic calibration curve", ylabel="mean estimate - true ECE")
+    ax.set_title(f"bias of the ECE estimators at {int(data['n'].iloc[0])} test samples")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
     return fig
