@@ -38,6 +38,7 @@ import scipy.io
 from PIL import Image
 
 from lib.paper_data import COOP_SPLIT_FILES, FAKE_MARKER, PAPER_DATASETS
+from lib.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SIZE = 8  # side of every fake image file (CIFAR and SVHN: 32, their formats' fixed size)
 COUNTS_FILE = Path(__file__).with_name("fake_counts.json")
@@ -103,7 +104,7 @@ class Images:
                 return
         buffer = io.BytesIO()
         Image.new("RGB", (SIZE, SIZE), _colour(label)).save(buffer, fmt)
-        path.write_bytes(buffer.getvalue())
+        atomic_write_bytes(path, buffer.getvalue())
         self.first[(label, fmt)] = path
 
 
@@ -127,7 +128,7 @@ def _write_coop(folder: Path, name: str, members: list[list[str]], rows: list[li
             ("test", order[n_train + n_val :]),
         ):
             table[split] += [[f, label, cname] for f in part]
-    (folder / COOP_SPLIT_FILES[name]).write_text(json.dumps(table))
+    atomic_write_text(folder / COOP_SPLIT_FILES[name], json.dumps(table))
 
 
 # ---------------------------------------------------------------- fixed-size formats
@@ -163,8 +164,19 @@ def _cifar(root: Path, name: str, images: Images) -> None:
 
 
 def _pickle(path: Path, value: dict) -> None:
-    with path.open("wb") as f:
-        pickle.dump(value, f, protocol=4)
+    atomic_write_bytes(path, pickle.dumps(value, protocol=4))
+
+
+def _savemat(path: Path, value: dict, compress: bool = False) -> None:
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, value, do_compression=compress)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _svhn(root: Path, name: str, images: Images) -> None:
@@ -174,7 +186,7 @@ def _svhn(root: Path, name: str, images: Images) -> None:
         labels = np.repeat(np.arange(10), counts)
         x = np.zeros((32, 32, 3, len(labels)), np.uint8)  # zeros compress to almost nothing
         stored = np.where(labels == 0, 10, labels).astype(np.uint8)[:, None]  # 10 is digit 0
-        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": x, "y": stored}, do_compression=True)
+        _savemat(folder / f"{split}_32x32.mat", {"X": x, "y": stored}, compress=True)
 
 
 def _gtsrb_train_counts() -> list[int]:
@@ -193,7 +205,7 @@ def _gtsrb(root: Path, name: str, images: Images) -> None:
     for k, label in enumerate(np.random.default_rng(0).permutation(labels).tolist()):
         images.write(base / f"GTSRB/Final_Test/Images/{k:05d}.ppm", label)
         rows.append(f"{k:05d}.ppm;{SIZE};{SIZE};0;0;{SIZE - 1};{SIZE - 1};{label}")
-    (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
+    atomic_write_text(base / "GT-final_test.csv", "\n".join(rows) + "\n")
 
 
 def _abide(root: Path, name: str, images: Images) -> None:
@@ -204,8 +216,8 @@ def _abide(root: Path, name: str, images: Images) -> None:
     )
     # [N, R(R-1)/2] upper triangles, float16 zeros: the format at a quarter of the size
     vectors = np.zeros((len(labels), ABIDE_REGIONS * (ABIDE_REGIONS - 1) // 2), np.float16)
-    np.save(folder / "connectivity.npy", vectors)
-    np.save(folder / "labels.npy", labels.astype(np.int64))
+    _save_npy(folder / "connectivity.npy", vectors)
+    _save_npy(folder / "labels.npy", labels.astype(np.int64))
 
 
 # ---------------------------------------------------------------- image folders
@@ -224,7 +236,7 @@ def _dtd(root: Path, name: str, images: Images) -> None:
         members.append(files)
     (data / "labels").mkdir()
     for part, lines in lists.items():
-        (data / "labels" / f"{part}.txt").write_text("\n".join(lines) + "\n")
+        atomic_write_text(data / "labels" / f"{part}.txt", "\n".join(lines) + "\n")
     _write_coop(root / "dtd", name, members, rows)
 
 
@@ -241,8 +253,8 @@ def _flowers102(root: Path, name: str, images: Images) -> None:
             images.write(base / "jpg" / files[-1], label)
             ids[("trnid", "valid", "tstid")[min(k // FLOWERS_OFFICIAL, 2)]].append(image_id)
         members.append(files)
-    scipy.io.savemat(base / "imagelabels.mat", {"labels": np.array([labels])})
-    scipy.io.savemat(base / "setid.mat", {k: np.array([v]) for k, v in ids.items()})
+    _savemat(base / "imagelabels.mat", {"labels": np.array([labels])})
+    _savemat(base / "setid.mat", {k: np.array([v]) for k, v in ids.items()})
     _write_coop(root / "flowers102", name, members, rows)
 
 
@@ -260,8 +272,8 @@ def _food101(root: Path, name: str, images: Images) -> None:
         members.append(files)
     (base / "meta").mkdir()
     for split, table in meta.items():
-        (base / "meta" / f"{split}.json").write_text(json.dumps(table))
-    (base / "meta" / "classes.txt").write_text("\n".join(FOOD101_CLASSES) + "\n")
+        atomic_write_text(base / "meta" / f"{split}.json", json.dumps(table))
+    atomic_write_text(base / "meta" / "classes.txt", "\n".join(FOOD101_CLASSES) + "\n")
     rows = [[c, c.replace("_", " "), *FOOD101_COOP] for c in FOOD101_CLASSES]
     _write_coop(root / "food101", name, members, rows)
 
@@ -292,7 +304,7 @@ def _oxfordpets(root: Path, name: str, images: Images) -> None:
         members.append(files)
     (base / "annotations").mkdir()
     for part, lines in lists.items():
-        (base / "annotations" / f"{part}.txt").write_text("\n".join(lines) + "\n")
+        atomic_write_text(base / "annotations" / f"{part}.txt", "\n".join(lines) + "\n")
     # CoOp's train/val come from trainval and its test is the official test
     _write_coop_in_parts(root / "oxfordpets", name, members, rows)
 
@@ -306,7 +318,7 @@ def _write_coop_in_parts(folder: Path, name: str, members: list[list[str]], rows
         table["train"] += [[f, label, cname] for f in head[:n_train]]
         table["val"] += [[f, label, cname] for f in head[n_train:]]
         table["test"] += [[f, label, cname] for f in files[n_train + n_val :]]
-    (folder / COOP_SPLIT_FILES[name]).write_text(json.dumps(table))
+    atomic_write_text(folder / COOP_SPLIT_FILES[name], json.dumps(table))
 
 
 def _stanfordcars(root: Path, name: str, images: Images) -> None:
@@ -314,7 +326,7 @@ def _stanfordcars(root: Path, name: str, images: Images) -> None:
     rows = _coop_rows()[name]
     (base / "devkit").mkdir(parents=True)
     names = np.array([cname for _, cname, *_ in rows], object)
-    scipy.io.savemat(base / "devkit" / "cars_meta.mat", {"class_names": names})
+    _savemat(base / "devkit" / "cars_meta.mat", {"class_names": names})
     files: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
     members: list[list[str]] = [[] for _ in rows]
     for label, (_, _, n_train, n_val, n_test) in enumerate(rows):
@@ -331,7 +343,7 @@ def _stanfordcars(root: Path, name: str, images: Images) -> None:
         annotations = np.zeros(len(files[split]), dtype=[("fname", "O"), ("class", "O")])
         for k, (fname, label) in enumerate(files[split]):
             annotations[k] = (fname, label + 1)
-        scipy.io.savemat(mat, {"annotations": annotations})
+        _savemat(mat, {"annotations": annotations})
     _write_coop_in_parts(root / "stanfordcars", name, members, rows)
 
 
@@ -346,7 +358,7 @@ def _sun397(root: Path, name: str, images: Images) -> None:
         for file in files:
             images.write(base / file, label)
         members.append(files)
-    (base / "ClassName.txt").write_text("".join(f"/{c}\n" for c in classes))
+    atomic_write_text(base / "ClassName.txt", "".join(f"/{c}\n" for c in classes))
     rows = [[c, c.split("/", 1)[1].replace("/", " "), *SUN397_COOP] for c in classes]
     _write_coop(root / "sun397", name, members, rows)
 
@@ -415,13 +427,13 @@ def write_fake(root: str | Path, names: list[str] | None = None) -> Path:
         )
     root.mkdir(parents=True, exist_ok=True)
     written = json.loads(marker.read_text()) if marker.is_file() else {"datasets": []}
-    marker.write_text(json.dumps(written))  # before any dataset: a half-written root is fake too
+    atomic_write_json(marker, written)  # before any dataset: a half-written root is fake too
     images = Images()
     for name in names:
         shutil.rmtree(root / name, ignore_errors=True)
         WRITERS[name](root, name, images)
         written["datasets"] = sorted({*written["datasets"], name})
-        marker.write_text(json.dumps(written))
+        atomic_write_json(marker, written)
     return root
 
 
