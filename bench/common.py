@@ -115,8 +115,9 @@ def tensors(
     dataset: str, split: str, image_size: int, seed: int, n_shot: int = -1, val_fraction: float = 0
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
     """A mini dataset in memory at `image_size`: the training part (n-shot from what the
-    stratified validation split leaves, as lib.experiment does) and the validation part."""
-    from lib.data import as_tensors, get_dataset, n_shot_indices, train_val_split
+    stratified validation split leaves) and the validation part."""
+    from lib.data import as_tensors, get_dataset
+    from lib.sampling import n_shot_indices, train_val_split
 
     images, labels = as_tensors(get_dataset(dataset, split, image_size=image_size))
     if not val_fraction:

@@ -145,8 +145,9 @@ def _replace_head(model: nn.Module, num_classes: int) -> nn.Module:
 def create_backbone(
     name: str, num_classes: int | None = None, weights: str | os.PathLike | None = None
 ) -> nn.Module:
-    """Build `name`; weights None = random init, "imagenet"/"IMAGENET1K_V1"/"IMAGENET1K_V2" =
-    torchvision's ImageNet weights (offline: from $TORCH_HOME/hub/checkpoints), or a path to a
+    """Build `name`; weights None = random init, "IMAGENET1K_V1"/"IMAGENET1K_V2" = torchvision's
+    ImageNet weights ("imagenet" = the paper's: V2 for resnet50, else V1; offline: from
+    $TORCH_HOME/hub/checkpoints), or a path to a
     state-dict file. A differing `num_classes` replaces the head after loading."""
     arch = _check_arch(name)
     default_classes = 10 if arch.startswith("cifar_resnet") else 1000
@@ -165,17 +166,33 @@ def create_backbone(
     return _replace_head(model, num_classes) if num_classes else model
 
 
-def _torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], Path]:
-    """torchvision's weight file from the hub cache (downloaded when online); never random."""
+# The paper's dense sources (ilm_vp.py, linear_probing.py): ResNet-50 IMAGENET1K_V2, every
+# other architecture IMAGENET1K_V1. "imagenet" means these.
+SEED_IMAGENET_WEIGHTS = {"resnet50": "IMAGENET1K_V2"}
+
+
+def imagenet_weights(arch: str) -> str:
+    """The torchvision ImageNet weights the paper's code used for `arch`."""
+    return SEED_IMAGENET_WEIGHTS.get(_check_arch(arch), "IMAGENET1K_V1")
+
+
+def torchvision_weights_file(arch: str, weights: str) -> tuple[str, Path]:
+    """(url, path in $TORCH_HOME/hub/checkpoints) of torchvision's ImageNet `weights`."""
     enum = torchvision.models.get_model_weights(arch)
-    member = "IMAGENET1K_V1" if weights == "imagenet" else weights
+    member = imagenet_weights(arch) if weights == "imagenet" else weights
     if member not in enum.__members__:
         raise ValueError(
             f"unknown weights {weights!r} for {arch}; choose one of: imagenet, "
             + ", ".join(m for m in enum.__members__ if m.startswith("IMAGENET1K"))
         )
     url = enum[member].url
-    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _torchvision_state(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], Path]:
+    """torchvision's weight file from the hub cache (downloaded when online); never random."""
+    member = imagenet_weights(arch) if weights == "imagenet" else weights
+    url, path = torchvision_weights_file(arch, weights)
     if not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

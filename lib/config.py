@@ -24,6 +24,10 @@ METHODS = ("lp", "vp")
 NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")
 MAPPINGS = ("ilm", "flm", "rlm", "linear")
 PROMPTS = ("expansive", "pad")
+# Where the expansive prompt is learned besides the border: auto = lower_triangle for abide
+# (the paper's ABIDE.get_mask(): the connectivity image fills the strict upper triangle, the
+# prompt the lower triangle and diagonal), border elsewhere.
+PROMPT_MASKS = ("auto", "border", "lower_triangle")
 BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 SCHEDULES = ("multistep", "cosine")  # = lib.train.SCHEDULES (config imports no torch)
 # Settings that do not change what a run computes: not part of its identity.
@@ -99,7 +103,12 @@ class ExperimentConfig:
     target_size: int = 0  # vp: inner image size; 0 = the dataset's (paper: 32 or 128)
     pad: int = 30  # pad prompter only: width of the learnable frame
     learn_scale: bool = False  # vp: learn the inner image size (AutoVP style)
+    prompt_mask: str = "auto"  # vp expansive: auto | border | lower_triangle (PROMPT_MASKS)
     n_shot: int = -1  # training images per class; -1 = all
+    n_shot_policy: str = "strict"  # a class under n_shot images: strict (refuse) | at_most (paper)
+    selection: str = "val"  # epoch + temperature: val | last | test (the paper's, optimistic)
+    val_shots: str = "n_shot"  # n-shot validation per class: n_shot (<= n) | coop (min(n, 4))
+    split: str = "coop"  # paper datasets' partition: coop | seed (the paper's prepare_data.py)
     max_train: int = -1  # cap on the training set after n-shot sampling; -1 = none
     train_pool: int = -1  # use a fixed stratified subset of the training split; -1 = all
     max_test: int = -1  # use a fixed stratified subset of the test split; -1 = all
@@ -120,6 +129,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         from lib.backbone import source_size
         from lib.data import DATASETS
+        from lib.paper_data import PARTITIONS
+        from lib.sampling import N_SHOT_POLICIES, SELECTIONS, VAL_SHOTS
 
         check_types(self)  # before any comparison: `sparsity: true` is not state 1
         check_name(self.study)  # a folder under the outputs root, never a path
@@ -133,6 +144,18 @@ class ExperimentConfig:
         _choices("act_bits", self.act_bits, BITS)
         _choices("device", self.device, ("auto", "cpu", "cuda"))
         _choices("schedule", self.schedule, SCHEDULES)
+        _choices("n_shot_policy", self.n_shot_policy, N_SHOT_POLICIES)
+        _choices("selection", self.selection, SELECTIONS)
+        _choices("val_shots", self.val_shots, VAL_SHOTS)
+        _choices("split", self.split, PARTITIONS)
+        _choices("prompt_mask", self.prompt_mask, PROMPT_MASKS)
+        if self.prompt_mask == "lower_triangle" and (
+            self.method != "vp" or self.prompt != "expansive" or self.learn_scale
+        ):
+            raise ValueError(
+                "prompt_mask 'lower_triangle' needs method 'vp', prompt 'expansive' and "
+                "learn_scale False; choose prompt_mask 'auto' or 'border'"
+            )
         if not isinstance(self.sparsity, int) or not 0 <= self.sparsity <= 30:
             raise ValueError(f"sparsity state must be an int in 0..30, got {self.sparsity!r}")
         if self.network == "dense" and self.sparsity != 0:
@@ -190,6 +213,24 @@ class ExperimentConfig:
         if self.method == "lp" or self.prompt == "pad":
             return self.source_size
         return self.target_size or min(get_spec(self.dataset).vp_size, self.source_size)
+
+    @property
+    def inner_mask(self) -> str:
+        """Where the prompt is learned inside the image: "none" or "lower_triangle"."""
+        if self.method != "vp" or self.prompt != "expansive" or self.learn_scale:
+            return "none"
+        if self.prompt_mask == "lower_triangle" or (
+            self.prompt_mask == "auto" and self.dataset == "abide"
+        ):
+            return "lower_triangle"
+        return "none"
+
+    @property
+    def seed_test_batch_size(self) -> int:
+        """The paper's test batch for this dataset and method (its legacy ECE sums per batch)."""
+        from lib.paper_data import seed_test_batch_size
+
+        return seed_test_batch_size(self.dataset, self.method, self.batch_size)
 
     @property
     def pretrained_path(self) -> Path:

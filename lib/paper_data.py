@@ -9,17 +9,28 @@ as its root (see each entry's `layout`). Loading first lets torchvision download
 when $SPARSE_VP_NO_DOWNLOAD is set), then reads the files on disk; missing files raise
 `DatasetNotFoundError` naming the dataset, the root and the expected layout.
 
-Splits, as ILM-VP (and so the paper's code) used them:
-- cifar10, cifar100, svhn, gtsrb: the official train/test sets.
-- dtd, flowers102, food101, eurosat, oxfordpets, stanfordcars, sun397, caltech101, ucf101:
-  CoOp's split file `<root>/<name>/split_zhou_*.json` when present ("train" = its train
-  list, "test" = its test list; its val list is unused, as in ILM-VP). Without it: the
-  official split (dtd partition 1 and flowers102 train+val / test, food101 train / test,
-  oxfordpets trainval / test, stanfordcars train / test), or, where there is none
-  (eurosat, sun397, caltech101), a seeded stratified split keeping 30% of each class for
-  test (CoOp's test share). ucf101 (mid-frames of the videos) needs CoOp's file.
-- abide: ILM-VP's split, sklearn `train_test_split(test_size=0.1, stratify=labels,
-  random_state=1)`.
+Splits (`partition`, the config's `split`):
+- cifar10, cifar100, svhn, gtsrb: the official train/test sets, under both partitions.
+- abide: the paper's split, sklearn `train_test_split(test_size=0.1, stratify=labels,
+  random_state=1)`, under both partitions.
+- "coop" (default), for dtd, flowers102, food101, eurosat, oxfordpets, stanfordcars,
+  sun397, caltech101, ucf101: CoOp's split file `<root>/<name>/split_zhou_*.json` when
+  present ("train" = its train list, "test" = its test list; its val list is unused).
+  Without it: the official split (dtd partition 1 and flowers102 train+val / test,
+  food101 train / test, oxfordpets trainval / test, stanfordcars train / test), or, where
+  there is none (eurosat, sun397, caltech101), a seeded stratified split keeping 30% of
+  each class for test (CoOp's test share). ucf101 (mid-frames of the videos) needs
+  CoOp's file.
+- "seed", the paper's data/prepare_data.py: dtd and flowers102 torchvision's "train"
+  (without "val") / "test"; oxfordpets trainval / test; food101, sun397, ucf101,
+  stanfordcars CoOp's train / test lists (the paper read LMDB copies of CoOp's split:
+  the file is required); eurosat a real stratified 90/10 split (`train_test_split(
+  test_size=0.1, stratify=labels, random_state=1)` over torchvision's sample order): the
+  paper's code meant that but assigned `.data`/`.targets`, which EuroSAT ignores, so its
+  train and test sets were both all 27,000 images; that no-op is not reproduced.
+  caltech101: the paper read a private npz (101 classes, unknown split); CoOp's split
+  (100 classes) is used as under "coop".
+A data root holding FAKE_MARKER (written by `python -m lib.fake_data`) never downloads.
 Returned datasets expose `targets` (list of int labels) and `classes` (tuple of names).
 """
 
@@ -45,7 +56,18 @@ from torchvision import datasets, transforms
 from torchvision.datasets.vision import VisionDataset
 from torchvision.transforms import functional as TF
 
+from lib.sampling import STREAM_PAPER_SPLIT, stratified_split
+
 SPLITS = ("train", "test")
+PARTITIONS = ("coop", "seed")  # the config's `split`: CoOp's files, or the paper's code
+# Datasets whose "seed" partition is CoOp's lists (the paper's LMDB files hold them).
+SEED_READS_COOP = ("food101", "sun397", "ucf101", "stanfordcars")
+# `python -m lib.fake_data ROOT` leaves this file in ROOT: such a root never downloads.
+FAKE_MARKER = ".sparse_vp_fake"
+# The paper's test loaders (prepare_data.py): VP batches of 64 for these, 128 for the rest;
+# LP's are --batch_size. Its legacy ECE sums per test batch, so it scales with 1 / batch.
+SEED_VP_TEST_BATCH = {"oxfordpets": 64, "abide": 64}
+SEED_VP_DEFAULT_TEST_BATCH = 128
 # Set to skip torchvision's download attempt (air-gapped nodes where DNS hangs).
 NO_DOWNLOAD_ENV = "SPARSE_VP_NO_DOWNLOAD"
 # Datasets without an official split and without CoOp's file: per-class seeded split.
@@ -247,8 +269,19 @@ def _missing(name: str, root: Path, problems: Sequence[str] = ()) -> str:
     return f"dataset '{name}' not found under root {root}; expected layout: {layout}{details}"
 
 
-def _downloads_allowed() -> bool:
-    return os.environ.get(NO_DOWNLOAD_ENV, "") in ("", "0")
+def seed_test_batch_size(dataset: str, method: str, batch_size: int) -> int:
+    """The batch size of the paper's test loader for this dataset and method."""
+    if method == "lp":
+        return batch_size
+    return SEED_VP_TEST_BATCH.get(dataset, SEED_VP_DEFAULT_TEST_BATCH)
+
+
+def _is_fake(root: Path) -> bool:
+    return (root / FAKE_MARKER).is_file()
+
+
+def _downloads_allowed(root: Path) -> bool:
+    return os.environ.get(NO_DOWNLOAD_ENV, "") in ("", "0") and not _is_fake(root)
 
 
 def _open(
@@ -260,7 +293,7 @@ def _open(
 ) -> Any:
     """make(download=True), then make(False) from disk, then `relaxed()`, else a clear error."""
     problems = []
-    if download and _downloads_allowed():
+    if download and _downloads_allowed(root):
         try:
             return make(True)
         except Exception as error:  # offline, dead URL (StanfordCars), bad checksum: use disk
@@ -275,6 +308,8 @@ def _open(
         opened = relaxed()
     except (RuntimeError, OSError) as error:
         raise DatasetNotFoundError(_missing(name, root, problems)) from error
+    if _is_fake(root):  # fake copies never match the checksums: nothing to warn about
+        return opened
     warnings.warn(
         f"{name}: files under {root / name} do not match torchvision's MD5 checksums; "
         "loading them anyway (re-download them if results look wrong)",
@@ -283,9 +318,15 @@ def _open(
     return opened
 
 
-def _check_args(name: str, split: str, root: str | Path, image_size: int | None) -> Path:
+def _check_args(
+    name: str, split: str, root: str | Path, image_size: int | None, partition: str = "coop"
+) -> Path:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r} for '{name}'; choose one of: train, test")
+    if partition not in PARTITIONS:
+        raise ValueError(
+            f"unknown partition {partition!r} for '{name}'; choose one of: {', '.join(PARTITIONS)}"
+        )
     if image_size is None and PAPER_DATASETS[name]["image_size"] is None:
         raise ValueError(f"'{name}' has variable-size images: pass image_size (e.g. 128)")
     if image_size is not None and (type(image_size) is not int or image_size < 1):
@@ -296,8 +337,10 @@ def _check_args(name: str, split: str, root: str | Path, image_size: int | None)
 # --- fixed-size datasets with official splits ---------------------------------------------
 
 
-def _load_cifar(name: str, split: str, root: str | Path, image_size: int | None) -> Dataset:
-    root = _check_args(name, split, root, image_size)
+def _load_cifar(
+    name: str, split: str, root: str | Path, image_size: int | None, partition: str = "coop"
+) -> Dataset:
+    root = _check_args(name, split, root, image_size, partition)
     strict, relaxed = {
         "cifar10": (datasets.CIFAR10, _LocalCIFAR10),
         "cifar100": (datasets.CIFAR100, _LocalCIFAR100),
@@ -312,8 +355,10 @@ def _load_cifar(name: str, split: str, root: str | Path, image_size: int | None)
     return ImageSelection([ds], None, ds.targets, ds.classes, image_size)
 
 
-def _load_svhn(name: str, split: str, root: str | Path, image_size: int | None) -> Dataset:
-    root = _check_args(name, split, root, image_size)
+def _load_svhn(
+    name: str, split: str, root: str | Path, image_size: int | None, partition: str = "coop"
+) -> Dataset:
+    root = _check_args(name, split, root, image_size, partition)
     folder = root / name
     ds = _open(
         name,
@@ -324,8 +369,10 @@ def _load_svhn(name: str, split: str, root: str | Path, image_size: int | None) 
     return ImageSelection([ds], None, ds.labels.tolist(), [str(d) for d in range(10)], image_size)
 
 
-def _load_gtsrb(name: str, split: str, root: str | Path, image_size: int | None) -> Dataset:
-    root = _check_args(name, split, root, image_size)
+def _load_gtsrb(
+    name: str, split: str, root: str | Path, image_size: int | None, partition: str = "coop"
+) -> Dataset:
+    root = _check_args(name, split, root, image_size, partition)
     folder = root / name
     ds = _open(name, root, lambda download: datasets.GTSRB(folder, split=split, download=download))
     targets = [label for _, label in ds._samples]
@@ -334,19 +381,17 @@ def _load_gtsrb(name: str, split: str, root: str | Path, image_size: int | None)
 
 # --- file-based datasets: a pool of every sample, then CoOp's / the official split ------
 
-Parts = list[tuple[str | None, Dataset]]  # (official split of its samples or None, dataset)
+# (official split of its samples: train | val | test, or None; dataset). "val" samples count
+# as training data except under the "seed" partition, where the paper's code dropped them.
+Parts = list[tuple[str | None, Dataset]]
 
 
 def _dtd_parts(folder: Path, download: bool) -> Parts:
-    return [
-        ("test" if s == "test" else "train", datasets.DTD(folder, split=s, download=download))
-        for s in ("train", "val", "test")
-    ]
+    return [(s, datasets.DTD(folder, split=s, download=download)) for s in ("train", "val", "test")]
 
 
 def _flowers_parts(folder: Path, download: bool, cls: type = datasets.Flowers102) -> Parts:
-    parts = [("train", "train"), ("train", "val"), ("test", "test")]
-    return [(tag, cls(folder, split=s, download=download)) for tag, s in parts]
+    return [(s, cls(folder, split=s, download=download)) for s in ("train", "val", "test")]
 
 
 def _food_parts(folder: Path, download: bool) -> Parts:
@@ -425,18 +470,25 @@ def _index(ds: Dataset) -> tuple[list[str], list[int], list[str]]:
 
 def _stratified_split(keys: Sequence[str], labels: Sequence[int]) -> dict[str, list[int]]:
     """Seeded per-class split (TEST_FRACTION to test); independent of file listing order."""
-    rng = np.random.default_rng(SPLIT_SEED)
-    by_class: dict[int, list[int]] = {}
-    for i in sorted(range(len(keys)), key=keys.__getitem__):
-        by_class.setdefault(labels[i], []).append(i)
-    chosen: dict[str, list[int]] = {"train": [], "test": []}
-    for label in sorted(by_class):
-        members = by_class[label]
-        n_test = min(len(members) - 1, max(1, round(TEST_FRACTION * len(members))))
-        order = rng.permutation(len(members))
-        chosen["test"] += [members[j] for j in order[:n_test]]
-        chosen["train"] += [members[j] for j in order[n_test:]]
-    return {s: sorted(idx, key=keys.__getitem__) for s, idx in chosen.items()}
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    kept, held = stratified_split(
+        [labels[i] for i in order], TEST_FRACTION, SPLIT_SEED, STREAM_PAPER_SPLIT
+    )
+    return {s: [order[j] for j in part.tolist()] for s, part in (("train", kept), ("test", held))}
+
+
+def _seed_split(
+    name: str, split: str, labels: Sequence[int], tags: Sequence[str | None]
+) -> list[int]:
+    """The paper's prepare_data.py partition of the pool (see the module docstring)."""
+    if name == "eurosat":
+        from sklearn.model_selection import train_test_split  # slow import, eurosat only
+
+        train, test = train_test_split(
+            np.arange(len(labels)), test_size=0.1, stratify=labels, random_state=1
+        )
+        return sorted((train if split == "train" else test).tolist())
+    return [i for i, tag in enumerate(tags) if tag == split]  # dtd, flowers102, oxfordpets
 
 
 def _coop_split(
@@ -457,12 +509,17 @@ def _coop_split(
     return [where[row[0]] for row in rows], [int(row[1]) for row in rows], classes
 
 
-def _load_files(name: str, split: str, root: str | Path, image_size: int | None) -> Dataset:
-    root = _check_args(name, split, root, image_size)
+def _load_files(
+    name: str, split: str, root: str | Path, image_size: int | None, partition: str = "coop"
+) -> Dataset:
+    root = _check_args(name, split, root, image_size, partition)
     folder = root / name
     split_file = folder / COOP_SPLIT_FILES[name]
     if name == "ucf101" and not split_file.is_file():
         raise DatasetNotFoundError(_missing(name, root, [f"{split_file} not found"]))
+    if partition == "seed" and name in SEED_READS_COOP and not split_file.is_file():
+        problem = f"{split_file} not found; split 'seed' reads it (the paper's LMDB copy of it)"
+        raise DatasetNotFoundError(_missing(name, root, [problem]))
     relaxed = partial(_flowers_parts, folder, False, _LocalFlowers102)
     parts: Parts = _open(
         name,
@@ -479,13 +536,18 @@ def _load_files(name: str, split: str, root: str | Path, image_size: int | None)
         keys += [part_keys[i] for i in keep]
         labels += [part_labels[i] for i in keep]
         tags += [tag] * len(keep)
-    if split_file.is_file():
+    if partition == "seed" and name in ("dtd", "flowers102", "oxfordpets", "eurosat"):
+        chosen = _seed_split(name, split, labels, tags)
+        targets = [labels[i] for i in chosen]
+    elif split_file.is_file():
         chosen, targets, classes = _coop_split(name, root, split_file, split, keys)
     else:
         if parts[0][0] is None:
             chosen = _stratified_split(keys, labels)[split]
-        else:
-            chosen = [i for i, tag in enumerate(tags) if tag == split]
+        else:  # the official split; its val part is training data here
+            chosen = [
+                i for i, tag in enumerate(tags) if ("train" if tag == "val" else tag) == split
+            ]
         targets = [labels[i] for i in chosen]
     return ImageSelection(
         [ds for _, ds in parts], [refs[i] for i in chosen], targets, classes, image_size
@@ -553,8 +615,10 @@ def _connectivity_matrices(vectors: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images)
 
 
-def _load_abide(name: str, split: str, root: str | Path, image_size: int | None) -> Dataset:
-    root = _check_args(name, split, root, image_size)
+def _load_abide(
+    name: str, split: str, root: str | Path, image_size: int | None, partition: str = "coop"
+) -> Dataset:
+    root = _check_args(name, split, root, image_size, partition)
     vectors, labels = _abide_vectors(name, root)
     from sklearn.model_selection import train_test_split  # slow import, ABIDE only
 

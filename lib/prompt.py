@@ -62,6 +62,8 @@ class ExpansiveVisualPrompt(nn.Module):
     side within `scale_bounds` (default SCALE_BOUNDS = (0.1, 0.9)), starting at
     target_size / source_size: the image is placed with affine_grid/grid_sample and the mask
     is 1 - the image's (soft, bilinear) footprint, so both follow the scale differentiably.
+    `inner_mask` ([target_size, target_size] of 0/1, fixed scale only) also opens the prompt
+    inside the image where it is 1: the paper's ABIDE mask is `lower_triangle_mask(200)`.
     """
 
     def __init__(
@@ -71,17 +73,25 @@ class ExpansiveVisualPrompt(nn.Module):
         normalize: Normalize = (IMAGENET_MEAN, IMAGENET_STD),
         learn_scale: bool = False,
         scale_bounds: tuple[float, float] = SCALE_BOUNDS,
+        inner_mask: Tensor | None = None,
     ) -> None:
         super().__init__()
         if not 0 < target_size <= source_size:
             raise ValueError(f"target_size {target_size} must be in 1..source_size ({source_size})")
+        if inner_mask is not None and (
+            learn_scale or tuple(inner_mask.shape) != (target_size, target_size)
+        ):
+            raise ValueError(
+                f"inner_mask must be [{target_size}, {target_size}] with learn_scale False; got "
+                f"{tuple(inner_mask.shape)} with learn_scale {learn_scale}"
+            )
         self.source_size, self.target_size = source_size, target_size
         self.l_pad, self.r_pad = pad_widths(source_size, target_size)
         self.learn_scale = learn_scale
         self.delta = nn.Parameter(torch.zeros(3, source_size, source_size))
         mask = torch.ones(3, source_size, source_size)
         inner = slice(self.l_pad, self.l_pad + target_size)
-        mask[:, inner, inner] = 0
+        mask[:, inner, inner] = 0 if inner_mask is None else inner_mask.to(mask.dtype)
         # With learn_scale the mask is refreshed (detached) on every forward/pattern call.
         self.register_buffer("mask", mask)
         self.normalize = _Normalizer(normalize)
@@ -136,6 +146,12 @@ class ExpansiveVisualPrompt(nn.Module):
         _check_batch(x)
         canvas, mask = self._place(resize(x, self.target_size))
         return self.normalize(canvas + torch.sigmoid(self.delta) * mask)
+
+
+def lower_triangle_mask(size: int) -> Tensor:
+    """1 on and below the diagonal: the paper's ABIDE.get_mask() (data/abide.py) for size 200,
+    where the connectivity image fills the strict upper triangle."""
+    return torch.tril(torch.ones(size, size))
 
 
 class PadPrompter(nn.Module):

@@ -37,7 +37,7 @@ import yaml
 
 from lib import paths, results
 from lib.config import METHODS, ExperimentConfig, check_fields
-from lib.experiment import check_files, validate
+from lib.experiment import check_files, missing_files, validate
 from lib.utils import atomic_write_json, atomic_write_text, progress, project_root
 
 NOTEBOOKS = project_root() / "notebooks"
@@ -585,8 +585,17 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.dry_run:
+        # Tickets may come from the pretrain stage, weights from a download: only a warning.
+        missing = sorted({path for cfg in configs for path in missing_files(cfg)})
+        if missing:
+            listed = "".join(f"\n  {path}" for path in missing[:20])
+            more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+            print(f"[sweep] warning: {len(missing)} source file(s) missing:{listed}{more}")
         for e in executions:
             print(f"  {'done' if e.done else 'todo'}  {e.key}  ({len(e.configs)} runs)")
+            for cfg in e.configs:
+                print(f"      {cfg.run_key}")
+        print(f"[sweep] dry run: {len(configs)} runs valid", flush=True)
         return 0
     if params.get("tickets"):  # shipped tickets: intact (sha256 as in the manifest) or refused
         from lib.tickets import verify

@@ -34,7 +34,11 @@ def paper_scalars(record: dict[str, Any]) -> tuple[list[dict[str, float]], dict[
     batch on raw logits) is kept as Test/Seed-ECE for comparison.
     """
     epochs = [
-        {key: float(row[column]) for key, column in EPOCH_KEYS.items() if column in row}
+        {  # val_* are None without a selection set (selection: last)
+            key: float(row[column])
+            for key, column in EPOCH_KEYS.items()
+            if row.get(column) is not None
+        }
         for row in record["history"]
     ]
     metrics = record["metrics"]

@@ -1,6 +1,7 @@
 """Transfer loops: linear probing (LP) on cached features, visual prompting (VP) with
-label mapping. Both pick their epoch on a validation split; the test set is touched
-once, by the caller, with the selected state.
+label mapping. Both pick their epoch on the selection set they are given (a validation
+split; the caller passes the test set only for the paper's optimistic protocol), or keep
+the last epoch when given none.
 """
 
 from __future__ import annotations
@@ -202,10 +203,13 @@ class Fit:
         return self.stopped_early
 
     @property
-    def converged(self) -> bool:
+    def converged(self) -> bool | None:
         """The convergence criterion of every record: the last quarter of the epochs trained
-        improved the best validation accuracy by less than CONVERGED_GAIN."""
+        improved the best validation accuracy by less than CONVERGED_GAIN (None: no
+        validation set, e.g. selection 'last')."""
         accs = [row["val_accuracy"] for row in self.history]
+        if not accs or None in accs:
+            return None
         head = accs[: max(1, len(accs) - len(accs) // 4)]
         return max(accs) - max(head) < CONVERGED_GAIN
 
@@ -214,22 +218,27 @@ class Fit:
         epoch: int,
         train: dict[str, float],
         lr: float,
-        val_logits: torch.Tensor,
-        val_labels: torch.Tensor,
+        val_logits: torch.Tensor | None,
+        val_labels: torch.Tensor | None,
         n_bins: int,
     ) -> bool:
-        """Record the epoch's row; True when it is the best validation epoch so far."""
-        self.history.append(
-            {
-                "epoch": epoch,
-                "train_loss": train["loss"] / train["seen"],
-                "train_accuracy": train["correct"] / train["seen"],
-                "lr": lr,
-                "val_accuracy": (val_logits.argmax(1) == val_labels).float().mean().item(),
-                "val_ece": ece(val_logits.softmax(1), val_labels, n_bins=n_bins),
-            }
-        )
-        if self.history[-1]["val_accuracy"] <= self.best_val_accuracy:
+        """Record the epoch's row; True when it is the best validation epoch so far (always,
+        without a selection set: the last epoch is kept)."""
+        row = {
+            "epoch": epoch,
+            "train_loss": train["loss"] / train["seen"],
+            "train_accuracy": train["correct"] / train["seen"],
+            "lr": lr,
+            "val_accuracy": None,
+            "val_ece": None,
+        }
+        self.history.append(row)
+        if val_logits is None or val_labels is None:
+            self.best_epoch = epoch
+            return True
+        row["val_accuracy"] = (val_logits.argmax(1) == val_labels).float().mean().item()
+        row["val_ece"] = ece(val_logits.softmax(1), val_labels, n_bins=n_bins)
+        if row["val_accuracy"] <= self.best_val_accuracy:
             return False
         self.best_epoch, self.best_val_accuracy = epoch, self.history[-1]["val_accuracy"]
         return True
@@ -274,7 +283,7 @@ SINGLE_THREAD_MACS = 2**22
 
 def train_linear_probe(
     train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None,
     num_classes: int,
     epochs: int,
     lr: float = 0.01,
@@ -284,8 +293,9 @@ def train_linear_probe(
     schedule: str = "multistep",
     patience: int = 0,
 ) -> tuple[nn.Linear, Fit]:
-    """Train a linear head on cached features; return the head of the best validation epoch.
-    `patience` > 0 stops after that many epochs without a better validation accuracy."""
+    """Train a linear head on cached features; return the head of the best validation epoch
+    (of the last epoch when `val` is None). `patience` > 0 stops after that many epochs
+    without a better validation accuracy."""
     small = batch_size * train[0].shape[1] * num_classes <= SINGLE_THREAD_MACS
     with _threads(1) if small else contextlib.nullcontext():
         return _train_linear_probe(
@@ -295,7 +305,7 @@ def train_linear_probe(
 
 def _train_linear_probe(
     train: tuple[torch.Tensor, torch.Tensor],
-    val: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor] | None,
     num_classes: int,
     epochs: int,
     lr: float,
@@ -323,9 +333,11 @@ def _train_linear_probe(
             _tally(stats, loss, logits, y)
         lr_now = scheduler.get_last_lr()[0]
         scheduler.step()
-        with torch.inference_mode():
-            val_logits = head(val[0])
-        if fit.end_epoch(epoch, stats, lr_now, val_logits, val[1], n_bins):
+        val_logits, val_labels = None, None
+        if val is not None:
+            with torch.inference_mode():
+                val_logits, val_labels = head(val[0]), val[1]
+        if fit.end_epoch(epoch, stats, lr_now, val_logits, val_labels, n_bins):
             best = copy.deepcopy(head.state_dict())
         if fit.should_stop(patience):
             break
@@ -382,7 +394,7 @@ def update_mapping(
 def train_visual_prompt(
     model: PromptedClassifier,
     train: Data,
-    val: Data,
+    val: Data | None,
     epochs: int,
     lr: float = 0.01,
     batch_size: int = 128,
@@ -396,8 +408,9 @@ def train_visual_prompt(
 ) -> Fit:
     """ILM-VP's loop: per epoch, (re)map labels if the strategy says so, then train the prompt.
 
-    The model is left with the prompt and mapping of the best validation epoch; `patience` > 0
-    stops after that many epochs without a better validation accuracy.
+    The model is left with the prompt and mapping of the best validation epoch (of the last
+    epoch when `val` is None); `patience` > 0 stops after that many epochs without a better
+    validation accuracy.
     """
     device = device or torch.device("cpu")
     model.to(device)
@@ -411,7 +424,9 @@ def train_visual_prompt(
     # The no-grad passes (mapping, validation) take larger batches, but not too large: at
     # 512 the activations overflow the CPU caches, ~1.5x slower per image than 256 here.
     map_batches = Batches(train, mapping_batch_size, False, seed, num_workers, pin)
-    val_batches = Batches(val, mapping_batch_size, False, seed, num_workers, pin)
+    val_batches = (
+        None if val is None else Batches(val, mapping_batch_size, False, seed, num_workers, pin)
+    )
     fit, best = Fit(), model.trainable_state()
     for epoch in progress(range(epochs), desc="VP epochs", leave=False):
         if model.mapper.needs_update(epoch):
@@ -434,7 +449,9 @@ def train_visual_prompt(
             _tally(stats, loss, logits, y)
         lr_now = scheduler.get_last_lr()[0]
         scheduler.step()
-        val_logits, val_labels = evaluate(model, val_batches, device, desc="val")
+        val_logits, val_labels = None, None
+        if val_batches is not None:
+            val_logits, val_labels = evaluate(model, val_batches, device, desc="val")
         if fit.end_epoch(epoch, stats, lr_now, val_logits, val_labels, n_bins):
             best = model.trainable_state()
         if fit.should_stop(patience):

@@ -1,8 +1,10 @@
 """The paper's two scripts (linear_probing.py, ilm_vp.py) as one command that executes
-notebooks/transfer.ipynb through papermill: same flags, same defaults, plus --method.
+notebooks/transfer.ipynb through papermill: same flags, same defaults (--model resnet50
+--network LT --sparsity 9 --seed 4 --epoch 100 --lr 0.01 --batch_size 128 --n_shot -1),
+plus --method and the protocol flags (--selection, --n_shot_policy, --split, ...).
 
-    python -m lib.transfer --method vp --network LT --sparsity 8 --pretrained_dir D \\
-        --n_shot -1 --batch_size 128 --dataset cifar10 --results_path R
+    python -m lib.transfer --method vp --sparsity 8 --pretrained_dir D --dataset cifar10 \\
+        --results_path R
 
 Records land in R/<run_name>/records/, the executed notebook in R/<run_name>/runs/.
 --run_name is a folder name (letters, digits, -_.), never a path; R is the outputs root.
@@ -17,9 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from lib import paths
-from lib.backbone import TORCHVISION_ARCHS
+from lib.backbone import TORCHVISION_ARCHS, imagenet_weights
 from lib.config import ExperimentConfig
 from lib.utils import data_root
+
+SEED_SPARSITY = 9  # the paper's scripts: --sparsity 9 (0.8**9 = 13% of the weights kept)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,34 +46,36 @@ def parser() -> argparse.ArgumentParser:
     )
     a(
         "--network",
-        default="dense",
-        help="dense (torchvision ImageNet weights for torchvision archs), LT (lottery ticket "
-        "files in --pretrained_dir), sparsezoo (a sparse checkpoint file: --checkpoint), "
-        "random_pruned, quantized",
+        default="LT",
+        help="LT (lottery ticket files in --pretrained_dir; the paper's default), dense "
+        "(torchvision ImageNet weights for torchvision archs), sparsezoo (a sparse checkpoint "
+        "file: --checkpoint), random_pruned, quantized",
     )
     a(
         "--sparsity",
         type=int,
-        default=0,
+        default=None,
         help="LT state k: the ticket keeps 0.8**k of its weights (files "
-        "{model}_dyn4_{k}_checkpoint.pth and _mask.pth)",
+        "{model}_dyn4_{k}_checkpoint.pth and _mask.pth); default 9 as the paper, 0 for dense "
+        "(the paper ignored it there)",
     )
     a(
         "--pretrained_dir",
-        default="outputs/checkpoints/glyphs_cifar_resnet_20",
-        help="folder holding the ticket files",
+        default="pretrained/resnet50_lt",
+        help="folder holding the ticket files (as params/paper.yaml)",
     )
     a("--checkpoint", default="", help="sparsezoo: the sparse checkpoint file")
     a(
         "--weights",
         default="",
-        help="dense: torchvision weights name (default IMAGENET1K_V1 for torchvision archs)",
+        help="dense: torchvision weights name (default: the paper's, IMAGENET1K_V2 for "
+        "resnet50, IMAGENET1K_V1 for the other torchvision archs)",
     )
     a("--dataset", default="cifar10", help="target dataset (see lib.data.DATASETS)")
     a("--data_root", default="", help="dataset root (default $SPARSE_VP_DATA or outputs/data)")
     a("--caltech_path", default="", help="root of Caltech101 (the paper's flag; = --data_root)")
     a("--n_shot", type=int, default=-1, help="training images per class; -1 = all")
-    a("--seed", type=int, default=7, help="random seed (paper default 7)")
+    a("--seed", type=int, default=4, help="random seed (paper default 4)")
     a("--epoch", type=int, default=100, help="training epochs (paper: 100)")
     a("--lr", type=float, default=0.01, help="Adam learning rate (paper: 0.01)")
     a("--batch_size", type=int, default=128, help="batch size (paper: 128)")
@@ -81,6 +87,21 @@ def parser() -> argparse.ArgumentParser:
         help="ILM: recompute the label mapping every k epochs (paper: 1)",
     )
     a("--mapping", default="ilm", help="label mapping: ilm | flm | rlm | linear")
+    a(
+        "--selection",
+        default="val",
+        help="epoch selection and temperature fit: val (a validation set outside the training "
+        "sample, at most n_shot per class), last (last epoch), test (the paper's: best test "
+        "epoch, optimistic)",
+    )
+    a(
+        "--n_shot_policy",
+        default="strict",
+        help="a class with fewer than n_shot images: strict (refuse) or at_most (the paper)",
+    )
+    a("--val_shots", default="n_shot", help="n-shot validation per class: n_shot or coop")
+    a("--split", default="coop", help="train/test partition: coop or seed (prepare_data.py)")
+    a("--prompt_mask", default="auto", help="VP: auto | border | lower_triangle (abide: auto)")
     a("--weight_bits", type=int, default=32, help="quantized: weight bits")
     a("--act_bits", type=int, default=32, help="quantized: activation bits")
     a("--device", default="auto", help="auto | cpu | cuda")
@@ -97,16 +118,18 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    weights = args.weights
+    weights, sparsity = args.weights, args.sparsity
     if args.network == "dense" and not weights and args.model in TORCHVISION_ARCHS:
-        weights = "IMAGENET1K_V1"  # the paper's dense source
+        weights = imagenet_weights(args.model)  # the paper's dense source: V2 for resnet50
+    if sparsity is None:
+        sparsity = 0 if args.network == "dense" else SEED_SPARSITY
     return ExperimentConfig.from_dict(
         dict(
             study=args.run_name,
             dataset=args.dataset,
             arch=args.model,
             network=args.network,
-            sparsity=args.sparsity,
+            sparsity=sparsity,
             pretrained_dir=args.pretrained_dir,
             weights=weights,
             checkpoint=args.checkpoint,
@@ -115,6 +138,11 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             method=args.method,
             mapping=args.mapping,
             mapping_interval=args.mapping_interval,
+            selection=args.selection,
+            n_shot_policy=args.n_shot_policy,
+            val_shots=args.val_shots,
+            split=args.split,
+            prompt_mask=args.prompt_mask,
             n_shot=args.n_shot,
             seed=args.seed,
             epochs=args.epoch,

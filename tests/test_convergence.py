@@ -62,3 +62,11 @@ def test_linear_probe_stops_early_on_a_plateau():
     assert len(full.history) == 60 and not full.stopped_early
     assert early.stopped_early and len(early.history) < 60
     assert len(early.history) - 1 - early.best_epoch == 3
+
+
+def test_converged_is_unknown_without_validation():
+    fit = Fit()
+    stats = {"loss": 1.0, "correct": 1, "seen": 2}
+    for epoch in range(4):
+        fit.end_epoch(epoch, stats, 0.1, None, None, 15)
+    assert fit.converged is None and not fit.should_stop(2)

@@ -1,4 +1,4 @@
-"""Dataset registry, the offline mini datasets, tensor views and per-class sampling."""
+"""Dataset registry, the offline mini datasets and tensor views (sampling: test_sampling.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from lib.data import (
     dataset_labels,
     get_dataset,
     get_spec,
-    n_shot_indices,
-    train_val_split,
 )
 from lib.glyphs import GLYPH_CLASSES
 from lib.paper_data import PAPER_DATASETS
@@ -218,59 +216,3 @@ def test_fashion_mnist_full_from_debian(tmp_path) -> None:
     assert get_spec("fashion_mnist").classes == tuple(FashionMNIST.classes)
     x, _ = test[0]
     assert x.shape == (3, 28, 28) and 0 <= x.min() and x.max() <= 1
-
-
-# ---------------------------------------------------------------- sampling
-
-
-def _labels() -> torch.Tensor:
-    # Unequal class sizes (20, 35, 50), shuffled.
-    labels = torch.cat([torch.full((n,), c) for c, n in enumerate((20, 35, 50))])
-    return labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))]
-
-
-def test_n_shot_counts_determinism_and_nesting() -> None:
-    labels = _labels()
-    five = n_shot_indices(labels, 5, seed=7)
-    assert torch.bincount(labels[five]).tolist() == [5, 5, 5]
-    assert len(five.unique()) == 15 and torch.equal(five, five.sort().values)
-    assert torch.equal(five, n_shot_indices(labels, 5, seed=7))
-    assert not torch.equal(five, n_shot_indices(labels, 5, seed=8))
-    twenty = n_shot_indices(labels, 20, seed=7)
-    assert set(five.tolist()) <= set(twenty.tolist())
-    assert torch.equal(n_shot_indices(labels, -1, seed=7), torch.arange(len(labels)))
-    assert torch.equal(n_shot_indices(labels.tolist(), 5, seed=7), five)
-
-
-@pytest.mark.parametrize("n_shot", [0, -2, -5])
-def test_n_shot_rejects_non_positive(n_shot: int) -> None:
-    with pytest.raises(ValueError, match=f"n_shot={n_shot}"):
-        n_shot_indices(_labels(), n_shot, seed=0)
-
-
-def test_n_shot_larger_than_smallest_class() -> None:
-    with pytest.raises(ValueError, match=r"n_shot=21 .* smallest class size 20"):
-        n_shot_indices(_labels(), 21, seed=0)
-
-
-def test_train_val_split_is_stratified_and_disjoint() -> None:
-    labels = _labels()
-    train, val = train_val_split(labels, 0.1, seed=3)
-    assert not set(train.tolist()) & set(val.tolist())
-    assert sorted(train.tolist() + val.tolist()) == list(range(len(labels)))
-    assert torch.bincount(labels[val]).tolist() == [2, 4, 5]  # round(0.1 * n), >= 1 each
-    again = train_val_split(labels, 0.1, seed=3)
-    assert torch.equal(again[0], train) and torch.equal(again[1], val)
-    assert not torch.equal(train_val_split(labels, 0.1, seed=4)[1], val)
-    tiny_train, tiny_val = train_val_split(labels, 0.001, seed=3)
-    assert torch.bincount(labels[tiny_val]).tolist() == [1, 1, 1]
-    assert torch.bincount(labels[tiny_train]).min() >= 19
-
-
-def test_train_val_split_errors() -> None:
-    with pytest.raises(ValueError, match="val_fraction=1.5"):
-        train_val_split(_labels(), 1.5, seed=0)
-    with pytest.raises(ValueError, match="class 1 has 1 sample"):
-        train_val_split(torch.tensor([0, 0, 1, 2, 2]), 0.5, seed=0)
-    with pytest.raises(ValueError, match="seed"):
-        train_val_split(_labels(), 0.1, seed=-1)

@@ -166,7 +166,7 @@ def test_transfer_notebook_lp_and_vp_at_224_on_cifar10(outputs, tmp_path, monkey
         cfg = ExperimentConfig.from_dict(record["params"])
         assert (cfg.dataset, cfg.arch, cfg.n_shot, cfg.epochs) == ("cifar10", "resnet18", 2, 1)
         assert cfg.source_size == 224
-        # 2 shots x 10 classes train; one image per class held out (of 6), capped at 10
+        # 2 shots x 10 classes train; 2 more per class for validation (outside them), capped at 10
         assert record["sizes"] == {"train": 20, "val": 10, "test": 10 * TEST_PER_CLASS}
         assert len(record["history"]) == 1 and record["history"][0]["epoch"] == 0
         metrics = record["metrics"]
