@@ -11,7 +11,7 @@ from lib.config import ExperimentConfig
     ("field", "value", "message"),
     [
         ("dataset", "cifar11", "unknown dataset 'cifar11'; choose one of: mnist"),
-        ("arch", "resnet51", "unknown arch 'resnet51'; choose one of:"),
+        ("arch", "resnet51", "unknown architecture 'resnet51'; choose one of:"),
         ("method", "finetune", "unknown method 'finetune'; choose one of: lp, vp"),
         ("mapping", "blm", "unknown mapping 'blm'; choose one of: ilm, flm, rlm, linear"),
         ("network", "pruned", "unknown network 'pruned'; choose one of: dense, ticket"),
