@@ -6,9 +6,10 @@
 
 A study name (params `study:`, the CLI's --run_name, papermill's `-p study`) becomes a
 folder under the outputs root, so it may not hold a path: letters, digits and `-_.`, not
-starting with '.'. A path that names where outputs go (the pretrain notebook's `out_dir`,
-the Slurm log folder) must resolve to a place under the outputs root. The root itself
-($SPARSE_VP_OUTPUTS, or the CLI's --results_path) is the user's choice and is not confined.
+starting with '.'. A path in a params file that names where outputs go (the `pretrain:`
+section's `out_dir`) must resolve to a place under the outputs root. Places typed on the
+command line or in the environment ($SPARSE_VP_OUTPUTS, the CLI's --results_path, the
+Slurm backend's --slurm-folder) are the user's own choice and are not confined.
 """
 
 from __future__ import annotations

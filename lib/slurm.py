@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lib import paths, results
+from lib import results
 from lib.utils import outputs_dir, progress, project_root
 
 if TYPE_CHECKING:
@@ -87,11 +87,6 @@ def parse_args(backend_args: list[str]) -> argparse.Namespace:
     """The backend flags, checked; without Slurm here only `--executor local` can run."""
     p = parser()
     args = p.parse_args(backend_args)
-    if args.slurm_folder:
-        try:  # an output path: under the outputs root, like everything a sweep writes
-            paths.confined(args.slurm_folder, "--slurm-folder")
-        except ValueError as error:
-            p.error(str(error))
     if args.executor == "slurm" and shutil.which("srun") is None:
         p.error(
             "no Slurm on this machine (srun not found): submit from the cluster's login "
