@@ -229,3 +229,21 @@ def mapping_quality(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
             {"dataset": dataset, "network": network, "sparsity": state, **est, "runs": len(group)}
         )
     return pd.DataFrame(rows).drop(columns=["pairs"], errors="ignore")
+
+
+def regime(df: pd.DataFrame) -> pd.DataFrame:
+    """Whether the study sits in the paper's regime (issue 15): source models, VP runs that
+    converged, and VP/LP test accuracy on MNIST at full data from the dense source."""
+    df = with_source(df)
+    rows = [("independent source models", df["source_seed"].nunique(), ">= 3")]
+    vp = df[df["method"] == "vp"]
+    if "converged" in df and len(vp):
+        done = vp["converged"].dropna().astype(bool)
+        rows.append(("VP runs converged (share)", done.mean(), ">= 0.9"))
+    full = df[(df["dataset"] == "mnist") & (df["network"] == "dense") & (df["n_shot"] == -1)]
+    accuracy = full.groupby("method")["test_accuracy"].mean()
+    if {"lp", "vp"} <= set(accuracy.index):
+        rows.append(
+            ("VP / LP test accuracy, MNIST, dense, full", accuracy.vp / accuracy.lp, ">= 0.6")
+        )
+    return pd.DataFrame(rows, columns=["check", "value", "wanted"])

@@ -209,3 +209,32 @@ def test_null_effects_are_rarely_called_with_three_sources():
         plain += verdict(low, high) != "inconclusive"
     assert plain / 200 > 0.12
     assert expanded / 200 <= 0.08
+
+
+def test_regime_reads_sources_convergence_and_the_vp_lp_ratio():
+    import pandas as pd
+
+    from lib.findings import regime
+
+    rows = []
+    for source in (0, 1, 2):
+        for method, acc, conv in (("lp", 0.9, True), ("vp", 0.6, source != 2)):
+            rows.append(
+                dict(
+                    dataset="mnist",
+                    network="dense",
+                    n_shot=-1,
+                    method=method,
+                    seed=1,
+                    source_seed=source,
+                    test_accuracy=acc,
+                    converged=conv,
+                )
+            )
+    table = regime(pd.DataFrame(rows)).set_index("check")["value"]
+    assert table["independent source models"] == 3
+    assert table["VP runs converged (share)"] == pytest.approx(2 / 3)
+    assert table["VP / LP test accuracy, MNIST, dense, full"] == pytest.approx(0.6 / 0.9)
+    lp_only = regime(pd.DataFrame(rows).query("method == 'lp'").drop(columns="source_seed"))
+    assert list(lp_only["check"]) == ["independent source models"]
+    assert lp_only["value"].item() == 1
