@@ -119,7 +119,7 @@ def test_abide_vp_learns_the_paper_lower_triangle():
         ("selection", "best", "unknown selection 'best'; choose one of: val, last, test"),
         ("n_shot_policy", "all", "unknown n_shot_policy 'all'; choose one of: strict, at_most"),
         ("split", "official", "unknown split 'official'; choose one of: coop, seed"),
-        ("val_shots", 4, "unknown val_shots 4; choose one of: n_shot, coop"),
+        ("val_shots", "four", "unknown val_shots .four.; choose one of: n_shot, coop"),
         ("prompt_mask", "full", "unknown prompt_mask 'full'; choose one of: auto, border"),
     ],
 )
