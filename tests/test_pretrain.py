@@ -74,7 +74,7 @@ def test_source_config_validation_and_paths(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SPARSE_VP_OUTPUTS", str(tmp_path))
     cfg = SourceConfig()
     assert cfg.output_path == tmp_path / "checkpoints" / "glyphs_cifar_resnet_20_8"
-    assert list(cfg.imp_kwargs()["states"]) == list(range(9))
+    assert list(cfg.imp_kwargs()["states"]) == list(range(13))
     assert SourceConfig(out_dir="/abs/x").output_path == Path("/abs/x")
     with pytest.raises(ValueError, match="unknown architecture 'resnet7'"):
         SourceConfig(arch="resnet7")
