@@ -29,7 +29,7 @@ PROMPTS = ("expansive", "pad")
 # prompt the lower triangle and diagonal), border elsewhere.
 PROMPT_MASKS = ("auto", "border", "lower_triangle")
 BITS = (2, 3, 4, 5, 6, 7, 8, 32)
-SCHEDULES = ("multistep", "cosine")  # = lib.train.SCHEDULES (config imports no torch)
+SCHEDULES = ("multistep", "cosine")  # learning-rate schedules of lib.train
 # Settings that do not change what a run computes: not part of its identity.
 NOT_IN_KEY = ("wandb", "tensorboard", "num_workers", "data_root")
 # The paper's scripts spell the networks differently; accepted on the command line.

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lib.calibration import ece
+from lib.config import SCHEDULES
 from lib.labelmap import LabelMapper
 from lib.utils import progress
 
@@ -181,9 +182,8 @@ def evaluate(
 
 # The convergence criterion (val accuracy gained in the last quarter of the epochs).
 CONVERGED_GAIN = 0.01
-# "multistep": the paper's MultiStepLR (x0.1 at 50% and 72% of the epochs); "cosine": cosine
-# decay to 0 over the epochs (does not collapse at small epoch counts).
-SCHEDULES = ("multistep", "cosine")
+# lib.config.SCHEDULES: "multistep", the paper's MultiStepLR (x0.1 at 50% and 72% of the
+# epochs); "cosine", decay to 0 over the epochs (does not collapse at small epoch counts).
 
 
 @dataclass
