@@ -1,6 +1,6 @@
 """Wall time of a whole study, cold (nothing cached) and warm (everything cached).
 
-    python bench/bench_study.py                          # the mini study (budget: 25 min cold)
+    python bench/bench_study.py                          # the mini study (budget: 22 min cold)
     python bench/bench_study.py --params params/smoke.yaml   # ~2-3 min
 
 Runs `python -m lib.sweep PARAMS --workers 2` (what `make study` runs) twice with SPARSE_VP_OUTPUTS
@@ -23,10 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import finish, machine
+from common import finish, has_avx512, machine
 
 from lib.utils import project_root
 
+# Training on a 2-core AVX2 CPU (the budget's machine) takes this much longer than on an
+# AVX-512 one: ~2.4x for the transfer loops; a whole mini study measured 2.1x (17.8 vs 37.7 min).
+AVX2_FACTOR = 2.4
 SWEEP_LINE = re.compile(r"\[sweep\] .*: (\d+) runs in (\d+) notebooks, (\d+) to execute")
 
 
@@ -66,9 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-cold-minutes",
         type=float,
-        default=25.0,
-        help="exit 1 when the cold run takes longer (0: never); the mini study's budget is 25 "
-        "on a 2-core AVX2 CPU",
+        default=22.0,
+        help="exit 1 when the cold run, as it would take on a 2-core AVX2 CPU, is longer "
+        "(0: never); default: make study's 25 min less ~3 min for the venv",
+    )
+    parser.add_argument(
+        "--avx2-factor",
+        type=float,
+        default=AVX2_FACTOR,
+        help="on an AVX-512 CPU, the budget is judged on cold x this factor (default "
+        f"{AVX2_FACTOR}: how much slower 2-core AVX2 machines train)",
     )
     args = parser.parse_args(argv)
     params = Path(args.params)
@@ -93,9 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.keep or args.outputs):
             shutil.rmtree(outputs, ignore_errors=True)
     print(f"study_cold_s {cold:.1f} study_warm_s {warm:.1f} on {machine()}")
+    factor = args.avx2_factor if has_avx512() else 1.0
+    as_avx2 = cold * factor
+    if factor != 1.0:
+        print(f"[study] on a 2-core AVX2 CPU: ~{as_avx2 / 60:.1f} min cold (x{factor:g})")
     failures = []
-    if args.max_cold_minutes and cold > 60 * args.max_cold_minutes:
-        failures.append(f"cold run above {args.max_cold_minutes:g} min")
+    if args.max_cold_minutes and as_avx2 > 60 * args.max_cold_minutes:
+        failures.append(f"cold run above {args.max_cold_minutes:g} min on 2-core AVX2")
     return finish("study", f"study {cold:.0f}s cold, {warm:.1f}s warm", failures)
 
 
