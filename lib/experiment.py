@@ -592,10 +592,13 @@ def _mapping_info(
     return info
 
 
-# The transfer notebook's parameters cell: the config fields, with n-shots and seeds as lists.
+# The transfer notebook's parameters cell: the config fields, with n-shots, seeds and source
+# models as lists (one execution runs their product).
+LIST_PARAMETERS = {"n_shot": "n_shots", "seed": "seeds", "source_seed": "source_seeds"}
 NOTEBOOK_PARAMETERS = frozenset(
-    {f.name for f in fields(ExperimentConfig)} - {"n_shot", "seed"}
-    | {"n_shots", "seeds", "threads"}
+    {f.name for f in fields(ExperimentConfig)} - set(LIST_PARAMETERS)
+    | set(LIST_PARAMETERS.values())
+    | {"threads"}
 )
 
 
@@ -634,19 +637,36 @@ def check_injected(namespace: dict[str, Any], allowed: frozenset[str]) -> None:
         )
 
 
+def notebook_parameters(configs: list[ExperimentConfig]) -> dict[str, Any]:
+    """The transfer notebook's parameters for `configs` (equal but for the list fields, and
+    their product): what `configs_from_parameters` turns back into the same configs."""
+    params = {k: v for k, v in configs[0].to_dict().items() if k not in LIST_PARAMETERS}
+    for field_name, name in LIST_PARAMETERS.items():
+        params[name] = sorted({getattr(c, field_name) for c in configs})
+    return params
+
+
 def configs_from_parameters(namespace: dict[str, Any]) -> list[ExperimentConfig]:
-    """The configs of one transfer-notebook execution: its parameters over n-shots x seeds.
+    """The configs of one transfer-notebook execution: its parameters over source models x
+    n-shots x seeds.
 
     `namespace` is the notebook's globals(); every ExperimentConfig field found there is used,
     and a name papermill injected that is not a parameter is an error.
     """
     check_injected(namespace, NOTEBOOK_PARAMETERS)
-    names = NOTEBOOK_PARAMETERS - {"n_shots", "seeds", "threads"}
+    names = NOTEBOOK_PARAMETERS - set(LIST_PARAMETERS.values()) - {"threads"}
     base = ExperimentConfig.from_dict({k: namespace[k] for k in names if k in namespace})
-    shots, seeds = namespace.get("n_shots", [base.n_shot]), namespace.get("seeds", [base.seed])
-    for name, values in (("n_shots", shots), ("seeds", seeds)):
+    lists = {}
+    for field_name, name in LIST_PARAMETERS.items():
+        values = namespace.get(name, [getattr(base, field_name)])
         if not isinstance(values, list) or not values:
             raise ValueError(f"{name} must be a non-empty list, got {values!r}")
-    configs = [replace(base, n_shot=n, seed=s) for n in shots for s in seeds]
+        lists[field_name] = values
+    configs = [
+        replace(base, source_seed=src, n_shot=n, seed=s)
+        for src in lists["source_seed"]
+        for n in lists["n_shot"]
+        for s in lists["seed"]
+    ]
     validate(configs)  # missing tickets and too many shots fail here, not mid-notebook
     return configs

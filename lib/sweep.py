@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import itertools
 import json
+import math
 import os
 import shlex
 import signal
@@ -37,7 +38,13 @@ import yaml
 
 from lib import paths, results
 from lib.config import METHODS, ExperimentConfig, check_fields
-from lib.experiment import check_files, missing_files, validate
+from lib.experiment import (
+    LIST_PARAMETERS,
+    check_files,
+    missing_files,
+    notebook_parameters,
+    validate,
+)
 from lib.utils import atomic_write_json, atomic_write_text, progress, project_root
 
 NOTEBOOKS = project_root() / "notebooks"
@@ -163,7 +170,8 @@ def expand_grid(params: dict[str, Any]) -> list[ExperimentConfig]:
 
 @dataclass
 class Execution:
-    """One papermill execution of notebooks/transfer.ipynb: configs over n-shots x seeds."""
+    """One papermill execution of notebooks/transfer.ipynb: configs over source models x
+    n-shots x seeds."""
 
     key: str
     params: dict[str, Any]
@@ -183,38 +191,32 @@ class Execution:
 
 
 def plan(configs: list[ExperimentConfig]) -> list[Execution]:
-    """Group configs that differ only in n-shot and seed into one execution.
+    """Group configs that differ only in source model, n-shot and seed into one execution.
 
-    One execution pays the kernel start and imports (~4 s here) once, and shares the data,
-    the source model and the LP feature cache between its runs.
+    One execution pays the kernel start and imports (~6 s here) once, and shares the data,
+    each source model and its LP feature cache between its runs.
     """
     groups: dict[str, list[ExperimentConfig]] = {}
     for cfg in configs:
-        shared = {k: v for k, v in cfg.to_dict().items() if k not in ("n_shot", "seed")}
+        shared = {k: v for k, v in cfg.to_dict().items() if k not in LIST_PARAMETERS}
         groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(cfg)
     executions = []
-    for shared_json, members in groups.items():
-        shared = json.loads(shared_json)
-        shots = sorted({c.n_shot for c in members})
-        seeds = sorted({c.seed for c in members})
-        # Grids are products; if a group is not, split it by n-shot.
+    for members in groups.values():
+        sizes = [len({getattr(c, f) for c in members}) for f in LIST_PARAMETERS]
+        # Grids are products; if a group is not, one execution per (source model, n-shot).
         parts = (
-            [(shots, seeds)]
-            if len(members) == len(shots) * len(seeds)
-            else [([n], sorted(c.seed for c in members if c.n_shot == n)) for n in shots]
+            [members]
+            if len(members) == math.prod(sizes)
+            else [
+                [c for c in members if (c.source_seed, c.n_shot) == key]
+                for key in sorted({(c.source_seed, c.n_shot) for c in members})
+            ]
         )
-        for n_shots, part_seeds in parts:
-            params = {**shared, "n_shots": n_shots, "seeds": part_seeds}
+        for part in parts:
+            params = notebook_parameters(part)
             digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-            first = members[0]
-            name = first.run_key.rsplit("-", 3)[0]  # dataset-network-method
-            executions.append(
-                Execution(
-                    key=f"{name}-{digest}",
-                    params=params,
-                    configs=[c for c in members if c.n_shot in n_shots and c.seed in part_seeds],
-                )
-            )
+            name = part[0].run_key.rsplit("-", 3)[0]  # dataset-network-method
+            executions.append(Execution(key=f"{name}-{digest}", params=params, configs=part))
     return executions
 
 

@@ -172,18 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(cfg, pretrained_dir=str(cfg.pretrained_path))
     os.environ["SPARSE_VP_OUTPUTS"] = str(Path(args.results_path).resolve())
     from lib import results
-    from lib.experiment import validate
+    from lib.experiment import notebook_parameters, validate
     from lib.sweep import execute_notebook
 
     try:
         validate([cfg])  # missing ticket files, too many shots: a usage error, exit 2
     except (ValueError, FileNotFoundError) as error:
         parser().error(str(error))
-    params = {k: v for k, v in cfg.to_dict().items() if k not in ("n_shot", "seed")}
     output = results.study_dir(cfg.study) / "runs" / f"{cfg.run_key}.ipynb"
-    execute_notebook(
-        "transfer.ipynb", output, {**params, "n_shots": [cfg.n_shot], "seeds": [cfg.seed]}
-    )
+    execute_notebook("transfer.ipynb", output, notebook_parameters([cfg]))
     record = results.read_record(results.record_path(cfg.study, cfg.run_key))
     test = record["metrics"]["test"]
     print(

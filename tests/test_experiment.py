@@ -67,3 +67,25 @@ def test_too_many_shots_fails_before_any_compute(outputs, tickets):
     with pytest.raises(ValueError, match="n_shot=500 exceeds the smallest class size"):
         run_experiments([_cfg(tickets, n_shot=500)])
     assert not (outputs / "t" / "records").exists()
+
+
+def test_one_execution_runs_the_product_of_source_models_shots_and_seeds(tickets):
+    from lib.experiment import configs_from_parameters
+    from lib.sweep import plan
+
+    grid = [
+        _cfg(tickets, method="lp", source_seed=src, n_shot=n, seed=s)
+        for src in (0, 1)
+        for n in (5, 10)
+        for s in (1, 2)
+    ]
+    (execution,) = plan(grid)
+    assert execution.params["source_seeds"] == [0, 1] and execution.params["seeds"] == [1, 2]
+    rebuilt = configs_from_parameters(execution.params)  # what the notebook does
+    assert sorted(c.run_key for c in rebuilt) == sorted(c.run_key for c in grid)
+    # not a product (source 1 lacks a seed): one execution per (source model, n-shot)
+    parts = plan(grid[:-1])
+    assert len(parts) == 4 and sum(len(p.configs) for p in parts) == 7
+    for part in parts:
+        keys = sorted(c.run_key for c in configs_from_parameters(part.params))
+        assert keys == sorted(c.run_key for c in part.configs)
