@@ -217,7 +217,9 @@ def plan(configs: list[ExperimentConfig]) -> list[Execution]:
             digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
             name = part[0].run_key.rsplit("-", 3)[0]  # dataset-network-method
             executions.append(Execution(key=f"{name}-{digest}", params=params, configs=part))
-    return executions
+    # The longest first (VP trains through the backbone every epoch, LP a head on cached
+    # features), so that two workers do not end with one long notebook running alone.
+    return sorted(executions, key=lambda e: e.params["method"] != "vp")
 
 
 @dataclass
