@@ -7,20 +7,37 @@ model = load_lottery_ticket("resnet50", *ticket_paths("ckpts", "resnet50", 4))
 
 from __future__ import annotations
 
+import collections
+import copy
 import os
-import pickle
 import re
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import torch
+import torch.fx
 import torchvision
 from torch import nn
 
-from lib.utils import atomic_torch_save, atomic_write_json
+from lib.checkpoints import (  # noqa: F401 - re-exported: lib.backbone's names stay importable
+    KEY_PREFIXES,
+    STATE_DICT_KEYS,
+    CheckpointError,
+    few,
+    safe_load,
+    strip_prefixes,
+    unwrap,
+)
+from lib.masks import (  # noqa: F401 - re-exported
+    Mask,
+    apply_mask,
+    prunable_names,
+    sparsity,
+    sparsity_report,
+)
+from lib.utils import atomic_torch_save
 
 ARCHS: tuple[str, ...] = (
     "resnet18",
@@ -35,14 +52,7 @@ TORCHVISION_ARCHS = ARCHS[:6]
 # Every backbone, the mini cifar_resnet_20 included, sees ImageNet-normalized inputs.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# Wrappers and prefixes seen in published checkpoints (the paper's files use "model.").
-STATE_DICT_KEYS = ("state_dict", "model", "model_state_dict", "net")
-KEY_PREFIXES = ("module.", "model.")
 CIFAR_RESNET = re.compile(r"cifar_resnet_(\d+)(?:_(\d+))?")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or mask file that cannot be used; the message names the file and the problem."""
 
 
 # ---------------------------------------------------------------- architectures
@@ -211,11 +221,24 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+class Normalize(nn.Module):
+    """(x - mean) / std per channel, mean and std as buffers (they follow the module's device):
+    the one input normalization (LP's extractor, the prompts, pretraining, the benches)."""
+
+    def __init__(
+        self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    ) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """[N,3,H,W] images in [0, 1] -> ImageNet-normalized, as every backbone expects."""
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return (images - mean) / std
+    return Normalize().to(images.device)(images)
 
 
 def split_features(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
@@ -235,214 +258,76 @@ def split_features(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     raise TypeError(f"unsupported model type {type(model).__name__}; build it by create_backbone")
 
 
-# ---------------------------------------------------------------- masks and sparsity
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode (BN statistics fixed), no gradients, channels_last."""
+    model.eval().requires_grad_(False)
+    return model.to(memory_format=torch.channels_last)
 
 
-def prunable_names(model: nn.Module) -> list[str]:
-    """Names of conv and linear weights: the tensors pruning and masks act on."""
-    return [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+class _LeafTracer(torch.fx.Tracer):
+    """Traces module calls only: every module without children (QuantReLU too) is a leaf."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return next(m.children(), None) is None
 
 
-def _not_binary(t: torch.Tensor) -> bool:
-    return bool(((t != 0) & (t != 1)).any())
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A frozen copy of `model` with every eval-mode BatchNorm2d that directly follows a
+    Conv2d folded into that convolution's weight and bias (the BN becomes an Identity).
 
-
-class Mask(dict):
-    """Validated mapping: prunable weight name -> 0/1 float tensor (1 = kept)."""
-
-    def __init__(self, entries: Mapping[str, Any] | None = None) -> None:
-        super().__init__()
-        for name, value in (entries or {}).items():
-            self[name] = value
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"mask names must be non-empty strings, got {name!r}")
-        value = torch.as_tensor(value)
-        if _not_binary(value):
-            bad = value[(value != 0) & (value != 1)].unique()[:5].tolist()
-            raise ValueError(f"mask {name!r} has values other than 0 and 1 (e.g. {bad})")
-        super().__setitem__(name, value.detach().to(torch.float32))
-
-    @staticmethod
-    def ones_like(model: nn.Module) -> Mask:
-        params = dict(model.named_parameters())
-        return Mask(
-            {n: torch.ones_like(params[n], dtype=torch.float32) for n in prunable_names(model)}
-        )
-
-    @property
-    def sparsity(self) -> float:
-        """Fraction of masked-out entries over all tensors of the mask."""
-        total = sum(v.numel() for v in self.values())
-        return 1.0 - sum(float(v.sum()) for v in self.values()) / max(total, 1)
-
-    def report(self) -> dict[str, Any]:
-        total = sum(v.numel() for v in self.values())
-        kept = sum(int(v.sum()) for v in self.values())
-        layers = {n: 1.0 - float(v.mean()) for n, v in self.items()}
-        return {"total": total, "unpruned": kept, "sparsity": self.sparsity, "layers": layers}
-
-    def save(self, path: str | os.PathLike, prefix: str = "") -> Path:
-        """Save the tensors (names prefixed by `prefix`, e.g. "model." for the paper's format)
-        and a JSON sparsity report beside: `<name>.sparsity.json`."""
-        path = Path(path)
-        atomic_torch_save({prefix + n: v for n, v in self.items()}, path)
-        atomic_write_json(path.with_name(path.stem + ".sparsity.json"), self.report())
-        return path
-
-    @staticmethod
-    def load(path: str | os.PathLike) -> Mask:
-        """Load a mask file: plain or wrapped dict, names with "model."/"module." prefixes and
-        "weight_mask"/"_mask" suffixes (torch.nn.utils.prune style) are accepted."""
-        raw = _unwrap(_safe_load(path), path)
-        entries: dict[str, torch.Tensor] = {}
-        for key, value in raw.items():
-            name = _mask_name(key)
-            if name in entries:
-                raise CheckpointError(f"{path}: two entries map to the mask name {name!r}")
-            entries[name] = value
-        try:
-            return Mask(entries)
-        except ValueError as err:
-            raise CheckpointError(f"{path}: {err}") from err
-
-
-def _mask_name(key: str) -> str:
-    name = _strip_prefixes(key)
-    for suffix in ("_mask", ".mask"):
-        name = name.removesuffix(suffix)
-    return name if name.endswith(".weight") else name + ".weight"
-
-
-def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:
-    """Multiply the model's prunable weights by `mask` in place, after checking names, shapes
-    and 0/1 values; tensors absent from the mask stay dense. Returns the model."""
-    params = dict(model.named_parameters())
-    prunable = set(prunable_names(model))
-    unknown = sorted(set(mask) - prunable)
-    if unknown:
-        raise ValueError(f"mask names are not prunable weights of the model: {_few(unknown)}")
-    wrong = [
-        f"{n} {tuple(m.shape)} vs {tuple(params[n].shape)}"
-        for n, m in mask.items()
-        if m.shape != params[n].shape
-    ]
-    if wrong:
-        raise ValueError(f"mask shapes differ from the model's (mask vs model): {_few(wrong)}")
-    not_binary = [n for n, m in mask.items() if _not_binary(m)]
-    if not_binary:
-        raise ValueError(f"mask entries other than 0 and 1 in: {_few(not_binary)}")
-    with torch.no_grad():
-        for name, m in mask.items():
-            params[name].mul_(m.to(params[name].device, params[name].dtype))
-    return model
-
-
-def sparsity_report(model: nn.Module) -> dict[str, Any]:
-    """Zeros per prunable layer and overall: {"total", "zeros", "sparsity", "layers": {...}}."""
-    params = dict(model.named_parameters())
-    layers = {}
-    for name in prunable_names(model):
-        w = params[name]
-        zeros = int((w == 0).sum())
-        layers[name] = {"numel": w.numel(), "zeros": zeros, "sparsity": zeros / w.numel()}
-    total = sum(v["numel"] for v in layers.values())
-    zeros = sum(v["zeros"] for v in layers.values())
-    return {"total": total, "zeros": zeros, "sparsity": zeros / max(total, 1), "layers": layers}
-
-
-def sparsity(model: nn.Module) -> float:
-    """Fraction of zero weights over all conv and linear weights."""
-    return sparsity_report(model)["sparsity"]
+    Same function up to float rounding, one memory pass less per BN in every forward and
+    backward through the frozen backbone. Zeros of a pruned weight stay zero. The module
+    tree is kept (names, quantizer modules); a model fx cannot trace comes back unfolded.
+    """
+    folded = freeze(copy.deepcopy(model))
+    try:
+        graph = _LeafTracer().trace(folded)
+    except Exception:  # data-dependent control flow: skip the optimization, not the run
+        return folded
+    modules = dict(folded.named_modules())
+    calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
+            continue
+        prev = node.args[0]
+        if not (
+            isinstance(prev, torch.fx.Node)
+            and prev.op == "call_module"
+            and isinstance(modules[prev.target], nn.Conv2d)
+            and len(prev.users) == 1
+            and len(node.args) == 1
+            and calls[prev.target] == calls[node.target] == 1  # modules used once only
+        ):
+            continue
+        conv, bn = modules[prev.target], modules[node.target]
+        if bn.running_var is None or not bn.affine:
+            continue
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.weight.copy_(conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1))))
+        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
+        folded.set_submodule(node.target, nn.Identity())
+    return freeze(folded)
 
 
 # ---------------------------------------------------------------- checkpoint files
 
 
-def _few(items: list[str], n: int = 8) -> str:
-    more = f" ... and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
-def _safe_load(path: str | os.PathLike) -> Any:
-    """torch.load(weights_only=True); any failure -> CheckpointError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    _check_crc(path)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        reason = _unpickling_reason(err)
-        if reason.startswith("Unsupported operand"):  # garbage, or a pickle it cannot check
-            raise CheckpointError(
-                f"{path}: refused to load: not a file of tensors that the safe loader "
-                f"(weights_only=True) reads: corrupted, or a pickle it cannot check: {reason}"
-            ) from err
-        raise CheckpointError(
-            f"{path}: refused to load: the file holds objects other than tensors and plain "
-            f"containers, which could run code when unpickled (weights_only=True): {reason}"
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: unreadable, truncated or corrupted file: {err}") from err
-
-
-def _unpickling_reason(err: Exception) -> str:
-    """The line of torch's weights-only error that says what was refused."""
-    text = str(err).split("WeightsUnpickler error:", 1)[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0].split(". Please", 1)[0] if lines else type(err).__name__
-
-
-def _check_crc(path: Path) -> None:
-    """torch.load does not verify the zip checksums, so flipped bytes inside a tensor would
-    load silently as wrong weights; check them (one read of the file)."""
-    if not zipfile.is_zipfile(path):
-        return  # legacy torch format: no checksums to verify
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable, truncated or corrupted file: {err}") from err
-    if bad is not None:
-        raise CheckpointError(f"{path}: corrupted file: checksum mismatch in entry {bad!r}")
-
-
-def _strip_prefixes(key: str) -> str:
-    while key.startswith(KEY_PREFIXES):
-        key = key.split(".", 1)[1]
-    return key
-
-
-def _unwrap(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The tensor dict inside a checkpoint: plain, or under one of STATE_DICT_KEYS."""
-    while isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), Mapping)), None)
-        if inner is None:
-            odd = [
-                f"{k} ({type(v).__name__})"
-                for k, v in obj.items()
-                if not isinstance(v, torch.Tensor)
-            ]
-            raise CheckpointError(
-                f"{path}: not a state dict: entries that are not tensors: {_few(odd)}; "
-                f"wrapped state dicts are read from the keys {', '.join(STATE_DICT_KEYS)}"
-            )
-        obj = inner
-    if not isinstance(obj, Mapping) or not obj:
-        raise CheckpointError(f"{path}: expected a dict of tensors, got {type(obj).__name__}")
-    return dict(obj)
-
-
 def _read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A checkpoint's state dict with "model."/"module." prefixes stripped and
     torch.nn.utils.prune pairs (X_orig, X_mask) folded into X = X_orig * X_mask."""
-    state = {_strip_prefixes(k): v for k, v in _unwrap(_safe_load(path), path).items()}
-    for key in [k for k in state if k.endswith("_orig") and k[:-5] + "_mask" in state]:
-        base = key[:-5]
-        state[base] = state.pop(key) * state.pop(base + "_mask")
-    return state
+    state = {strip_prefixes(k): v for k, v in unwrap(safe_load(path), path).items()}
+    pairs = [k[:-5] for k in state if k.endswith("_orig") and k[:-5] + "_mask" in state]
+    if not pairs:
+        return state
+    mask = Mask({base: state.pop(base + "_mask") for base in pairs})
+    for base in pairs:
+        state[base] = state.pop(base + "_orig")
+    try:
+        return apply_mask(state, mask)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
 
 
 def _num_classes_in(state: Mapping[str, torch.Tensor], arch: str, path: Any) -> int:
@@ -469,7 +354,7 @@ def _load_strict(model: nn.Module, state: Mapping[str, torch.Tensor], path: Any)
         if k in state and state[k].shape != own[k].shape
     ]
     problems = [
-        f"{label}: {_few(items)}"
+        f"{label}: {few(items)}"
         for label, items in (
             ("missing keys", missing),
             ("unexpected keys", unexpected),
@@ -507,7 +392,7 @@ def load_lottery_ticket(
     # A checkpoint of another architecture is named as such, before the mask is compared to it.
     _load_strict(model, state, checkpoint_path)
     try:
-        apply_mask(model, mask)  # the one place masks are checked and applied
+        apply_mask(model, mask)  # lib.masks: the one function that applies masks
     except ValueError as err:
         raise CheckpointError(f"{mask_path}: does not fit {checkpoint_path}: {err}") from err
     return _replace_head(model, num_classes) if num_classes else model

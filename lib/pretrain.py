@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lib.backbone import Mask, apply_mask, normalize, source_size
+from lib.backbone import normalize, source_size
 from lib.data import DATASETS, get_dataset, get_spec, glyph_dataset
+from lib.masks import Mask, apply_mask
 from lib.utils import (
     atomic_write_json,
     get_device,
@@ -69,11 +70,9 @@ def train_classifier(
     dev = get_device(device)
     set_seed(seed)
     model.to(dev, memory_format=torch.channels_last).train()
-    masked: list[tuple[torch.Tensor, torch.Tensor]] = []
     if mask is not None:
         apply_mask(model, mask)  # validates names, shapes and values once
-        params = dict(model.named_parameters())
-        masked = [(params[n], m.to(dev)) for n, m in mask.items()]
+        mask = Mask({n: m.to(dev) for n, m in mask.items()})
     loader = _loader(train_ds, batch_size, shuffle=True, seed=seed)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
@@ -93,9 +92,8 @@ def train_classifier(
             loss.backward()
             optimizer.step()
             schedule.step()
-            with torch.no_grad():
-                for param, m in masked:
-                    param.mul_(m)
+            if mask is not None:  # pruned weights stay exactly zero
+                apply_mask(model, mask, check=False)
             step += 1
             if on_step is not None:
                 on_step(step, model)

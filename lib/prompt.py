@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lib.backbone import IMAGENET_MEAN, IMAGENET_STD
+from lib.backbone import Normalize as _Normalize
 
 Normalize = tuple[tuple[float, float, float], tuple[float, float, float]] | None
 
@@ -32,20 +33,6 @@ def resize(x: Tensor, size: int) -> Tensor:
         return x
     # antialias only matters when shrinking; it approximates the PIL resize ILM-VP used.
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-
-
-class _Normalizer(nn.Module):
-    """(x - mean) / std with per-channel buffers; identity when `normalize` is None."""
-
-    def __init__(self, normalize: Normalize) -> None:
-        super().__init__()
-        self.enabled = normalize is not None
-        mean, std = normalize if normalize is not None else ((0.0,) * 3, (1.0,) * 3)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std if self.enabled else x
 
 
 def _check_batch(x: Tensor) -> None:
@@ -94,7 +81,7 @@ class ExpansiveVisualPrompt(nn.Module):
         mask[:, inner, inner] = 0 if inner_mask is None else inner_mask.to(mask.dtype)
         # With learn_scale the mask is refreshed (detached) on every forward/pattern call.
         self.register_buffer("mask", mask)
-        self.normalize = _Normalizer(normalize)
+        self.normalize = _Normalize(*normalize) if normalize is not None else nn.Identity()
         if learn_scale:
             lo, hi = scale_bounds
             init = target_size / source_size
@@ -176,7 +163,7 @@ class PadPrompter(nn.Module):
         mask = torch.ones(3, source_size, source_size)
         mask[:, pad : source_size - pad, pad : source_size - pad] = 0
         self.register_buffer("mask", mask)
-        self.normalize = _Normalizer(normalize)
+        self.normalize = _Normalize(*normalize) if normalize is not None else nn.Identity()
 
     def pattern(self) -> Tensor:
         """The additive frame delta * mask [3, S, S]."""

@@ -100,13 +100,7 @@ def quantize_backbone(
     observer = _Observer(freeze_after_first_batch=calibration is None)
     relus = [(n, m) for n, m in q.named_modules() if isinstance(m, nn.ReLU)]
     for i, (name, _) in enumerate(relus):
-        parent, _, attr = name.rpartition(".")
-        host = q.get_submodule(parent)
-        new = QuantReLU(act_bits, observer, leader=i == 0)
-        if attr.isdigit():
-            host[int(attr)] = new
-        else:
-            setattr(host, attr, new)
+        q.set_submodule(name, QuantReLU(act_bits, observer, leader=i == 0))
     if calibration is not None:
         device = next(q.parameters()).device
         count = 0
