@@ -21,7 +21,7 @@ from typing import Any
 from lib.paths import check_name
 
 METHODS = ("lp", "vp")
-NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")
+NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")  # lib.sources.SOURCES
 MAPPINGS = ("ilm", "flm", "rlm", "linear")
 PROMPTS = ("expansive", "pad")
 # Where the expansive prompt is learned besides the border: auto = lower_triangle for abide
@@ -32,8 +32,16 @@ BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 SCHEDULES = ("multistep", "cosine")  # learning-rate schedules of lib.train
 # Settings that do not change what a run computes: not part of its identity.
 NOT_IN_KEY = ("wandb", "tensorboard", "num_workers", "data_root")
+# IMP prunes this share of the surviving weights per level (the lottery-ticket work), so
+# sparsity state k keeps kept_fraction(k) = 0.8**k of the prunable weights.
+PRUNE_FRACTION = 0.2
 # The paper's scripts spell the networks differently; accepted on the command line.
 NETWORK_ALIASES = {"LT": "ticket", "lt": "ticket", "random": "random_pruned"}
+
+
+def kept_fraction(state: Any) -> Any:
+    """Share of the prunable weights a ticket at IMP state k keeps (works on arrays too)."""
+    return (1 - PRUNE_FRACTION) ** state
 
 
 def _choices(name: str, value: Any, allowed: tuple) -> None:
@@ -86,10 +94,11 @@ class ExperimentConfig:
     study: str = "adhoc"  # folder under outputs/ that collects the records
     dataset: str = "mnist"  # target dataset (lib.data.DATASETS)
     data_root: str = ""  # "" = $SPARSE_VP_DATA or outputs/data
-    arch: str = "cifar_resnet_20"  # source architecture (lib.backbone.ARCHS)
+    arch: str = "cifar_resnet_20_8"  # source architecture (lib.backbone.ARCHS)
     network: str = "dense"  # dense | ticket | random_pruned | quantized | sparsezoo
     sparsity: int = 0  # IMP state k: the ticket keeps 0.8**k of its prunable weights
-    pretrained_dir: str = "outputs/checkpoints/glyphs_cifar_resnet_20"  # tickets live here
+    # tickets live here; the default is the shipped release (params/tickets.yaml)
+    pretrained_dir: str = "tickets/glyphs-v1/seed{source_seed}"
     source_seed: int = 0  # which IMP run (source model); "{source_seed}" in pretrained_dir
     weights: str = ""  # dense only: "" = state-0 checkpoint in pretrained_dir; or IMAGENET1K_V1..
     checkpoint: str = ""  # sparsezoo only: path of the sparse checkpoint
@@ -131,6 +140,7 @@ class ExperimentConfig:
         from lib.data import DATASETS
         from lib.paper_data import PARTITIONS
         from lib.sampling import N_SHOT_POLICIES, SELECTIONS, VAL_SHOTS
+        from lib.sources import source_kind
 
         check_types(self)  # before any comparison: `sparsity: true` is not state 1
         check_name(self.study)  # a folder under the outputs root, never a path
@@ -158,18 +168,9 @@ class ExperimentConfig:
             )
         if not isinstance(self.sparsity, int) or not 0 <= self.sparsity <= 30:
             raise ValueError(f"sparsity state must be an int in 0..30, got {self.sparsity!r}")
-        if self.network == "dense" and self.sparsity != 0:
-            raise ValueError(f"network 'dense' has sparsity state 0, got {self.sparsity}")
-        if (
-            self.network == "quantized"
-            and max(self.weight_bits, self.act_bits) == 32
-            and (self.weight_bits == self.act_bits)
-        ):
-            raise ValueError("network 'quantized' needs weight_bits or act_bits below 32")
+        source_kind(self).check(self)  # what the network kind needs (lib.sources)
         if self.wandb and importlib.util.find_spec("wandb") is None:
             raise ValueError("wandb=True needs the wandb package: pip install wandb")
-        if self.network == "sparsezoo" and not self.checkpoint:
-            raise ValueError("network 'sparsezoo' needs checkpoint=<path of the sparse file>")
         if self.n_shot != -1:
             _at_least("n_shot", self.n_shot, 1, " (or -1 for all)")
         for name in ("max_train", "train_pool", "max_test"):
@@ -255,11 +256,9 @@ class ExperimentConfig:
         digest = hashlib.sha1(
             json.dumps(identity, sort_keys=True, default=str).encode()
         ).hexdigest()[:8]
-        net = self.network if self.network != "ticket" else "lt"
-        if self.network in ("ticket", "random_pruned", "quantized"):
-            net += str(self.sparsity)
-        if self.network == "quantized":
-            net += f"w{self.weight_bits}a{self.act_bits}"
+        from lib.sources import source_kind
+
+        net = source_kind(self).run_name(self)
         method = self.method if self.method == "lp" else f"vp-{self.mapping}"
         shots = "full" if self.n_shot == -1 else f"{self.n_shot}shot"
         return f"{self.dataset}-{net}-{method}-{shots}-s{self.seed}-{digest}"

@@ -97,3 +97,13 @@ def failed_notebook(output: Path) -> Path:
 def lock_path(study: str) -> Path:
     """The lock file a sweep of `study` holds while it runs (lib.sweep.study_lock)."""
     return study_dir(study) / LOCK_NAME
+
+
+def artifacts_path(study: str, run_key: str) -> Path:
+    """Test logits, labels and the learned prompt of one run."""
+    return study_dir(study) / "artifacts" / f"{check_name(run_key, 'run key')}.pt"
+
+
+def feature_cache(dataset: str, split: str, digest: str) -> Path:
+    """One cached feature file of the LP feature cache (lib.features)."""
+    return outputs_root() / "cache" / "features" / f"{dataset}-{split}-{digest}.pt"

@@ -8,15 +8,26 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import resource
 import subprocess
+import time
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from lib import paths
 from lib.utils import atomic_write_json, atomic_write_text, project_root
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from lib.config import ExperimentConfig
+    from lib.sampling import Splits
+    from lib.train import Transfer
 
 PACKAGES = ("torch", "torchvision", "numpy", "netcal", "papermill", "seaborn", "sparse-vp")
 
@@ -144,4 +155,132 @@ def provenance() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_revision": git_revision(),
+    }
+
+
+# ---------------------------------------------------------------- assembling a record
+
+# What the temperature is fitted on, per selection: without a validation set, "last" uses
+# the training sample (the only labels it has) and "test" the test set (optimistic, as the
+# epoch it picks there).
+TEMPERATURE_SET = {"val": "val", "last": "train", "test": "test"}
+ARTIFACT_LOGITS_LIMIT = 2_000_000  # test logits kept beside the record up to this many values
+
+
+def make_record(
+    cfg: ExperimentConfig,
+    splits: Splits,
+    labels: torch.Tensor,
+    run: Transfer,
+    source: nn.Module,
+    device: torch.device,
+    timings: dict[str, float],
+    started: float,
+) -> dict[str, Any]:
+    """The record of one finished run (params, metrics, reliability, mapping, history, label
+    use, timings, versions); writes its artifacts (test logits, prompt) beside. `timings`:
+    the group's shared ones; `started`: time.perf_counter() when this run began."""
+    from lib.backbone import sparsity
+    from lib.calibration import (
+        RECORD_RESAMPLES,
+        calibration_metrics,
+        confidence_analysis,
+        fit_temperature,
+        reliability_data,
+    )
+    from lib.data import get_spec
+    from lib.sources import source_kind
+    from lib.train import CONVERGED_GAIN
+    from lib.utils import atomic_torch_save
+
+    fit, test_logits, test_labels = run.fit, run.test_logits, run.test_labels
+    temperature = fit_temperature(run.fit_logits, run.fit_labels)
+    probs = test_logits.softmax(1)
+    seed_batch = cfg.seed_test_batch_size  # the paper's legacy ECE sums per test batch
+    used = labels_used(cfg, splits, labels, get_spec(cfg.dataset).num_classes)
+    metrics = {
+        "test": calibration_metrics(
+            test_logits, test_labels, cfg.n_bins, seed_batch, bootstrap=RECORD_RESAMPLES
+        ),
+        "test_ts": calibration_metrics(
+            test_logits / temperature,
+            test_labels,
+            cfg.n_bins,
+            seed_batch,
+            bootstrap=RECORD_RESAMPLES,
+        ),
+        "val": calibration_metrics(run.fit_logits, run.fit_labels, cfg.n_bins, seed_batch)
+        if cfg.selection == "val"
+        else None,
+        "temperature": temperature,
+        "temperature_fitted_on": TEMPERATURE_SET[cfg.selection],
+        "optimistic": cfg.selection == "test",
+        "seed_ece_batch_size": seed_batch,
+        "labels_per_class": {
+            "train_min": min(used["train_per_class"]),
+            "train_max": max(used["train_per_class"]),
+            "val_min": min(used["val_per_class"]),
+            "val_max": max(used["val_per_class"]),
+        },
+        "confidence": confidence_analysis(probs, test_labels),
+        "best_epoch": fit.best_epoch,
+        "epochs_trained": len(fit.history),
+        "stopped_early": fit.stopped_early,
+        "converged": fit.converged,
+        "converged_criterion": f"last 25% of epochs gained < {CONVERGED_GAIN} val accuracy",
+        "sparsity_measured": sparsity(source),
+        "mapping_own_class_fraction": run.mapping.get("own_class_fraction"),
+    }
+    if source_kind(cfg).quantized:
+        from lib.quant import weight_levels
+
+        metrics["weight_levels"] = weight_levels(source)
+    artifacts = dict(run.artifacts)
+    if test_logits.numel() <= ARTIFACT_LOGITS_LIMIT:  # keep artifacts small at paper scale
+        artifacts.update(test_logits=test_logits.half(), test_labels=test_labels)
+    atomic_torch_save(artifacts, paths.artifacts_path(cfg.study, cfg.run_key))
+    return {
+        "run_key": cfg.run_key,
+        "study": cfg.study,
+        "params": cfg.to_dict(),
+        "metrics": metrics,
+        "reliability": {
+            "raw": reliability_data(probs, test_labels, cfg.n_bins),
+            "ts": reliability_data((test_logits / temperature).softmax(1), test_labels, cfg.n_bins),
+        },
+        "mapping": run.mapping,
+        "history": fit.history,
+        "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(test_labels)},
+        "labels": used,
+        "timings": {
+            **timings,
+            "train_s": run.trained - started,
+            "eval_s": time.perf_counter() - run.trained,
+        },
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device": str(device),
+        "provenance": provenance(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def labels_used(
+    cfg: ExperimentConfig, splits: Splits, labels: torch.Tensor, num_classes: int
+) -> dict[str, Any]:
+    """Every label the run saw besides the test set: requested and actual per-class counts."""
+    from lib.sampling import per_class_counts
+
+    return {
+        "split": cfg.split,
+        "n_shot_requested": cfg.n_shot,
+        "n_shot_policy": cfg.n_shot_policy,
+        "selection": cfg.selection,
+        "selected_on": {"val": "val", "last": None, "test": "test"}[cfg.selection],
+        "optimistic": cfg.selection == "test",
+        "val_shots": cfg.val_shots if cfg.n_shot != -1 and cfg.selection == "val" else None,
+        "temperature_fitted_on": TEMPERATURE_SET[cfg.selection],
+        "train_per_class": per_class_counts(labels, splits.train, num_classes),
+        "val_per_class": per_class_counts(labels, splits.val, num_classes),
+        "train_total": len(splits.train),
+        "val_total": len(splits.val),
     }

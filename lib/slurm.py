@@ -3,7 +3,7 @@
     python -m lib.sweep params/paper.yaml --backend slurm --partition gpu --time 240
     python -m lib.sweep params/smoke.yaml --backend slurm --executor local  # no cluster needed
 
-Each array task runs a chunk of executions with papermill (lib.sweep.run_execution), so the
+Each array task runs a chunk of executions with papermill (lib.executions.run_execution), so the
 records land exactly where the local backend puts them. Executions whose records exist are
 not submitted: re-submitting after a crash or a timeout runs only what is missing.
 """
@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lib import results
+from lib.executions import Outcome
 from lib.utils import outputs_dir, progress, project_root
 
 if TYPE_CHECKING:
     import submitit
 
-    from lib.sweep import Execution, Outcome
+    from lib.executions import Execution
 
 EXECUTORS = ("slurm", "local")
 # How often to ask for job states: sacct is shared by the whole cluster, a local process is not.
@@ -103,7 +104,7 @@ def run_chunk(executions: list[Execution], threads: int, env: dict[str, str]) ->
     """One array task: the executions of its chunk, one after the other."""
     os.environ.update(env)  # the papermill kernels inherit it
     os.chdir(project_root())  # relative paths in params mean the project root, as locally
-    from lib.sweep import run_execution
+    from lib.executions import run_execution
 
     return [run_execution(e, threads) for e in executions]
 
@@ -148,8 +149,6 @@ def collect(
     """
     from submitit.helpers import as_completed
 
-    from lib.sweep import Outcome
-
     part_of = {job.job_id: part for job, part in zip(jobs, parts, strict=True)}
     outcomes: dict[str, Outcome] = {}
     finished = as_completed(jobs, poll_frequency=poll_seconds)
@@ -167,7 +166,6 @@ def collect(
 
 def run_slurm(executions: list[Execution], backend_args: list[str]) -> list[Outcome]:
     """Submit the executions without records as one array job; wait; one Outcome each."""
-    from lib.sweep import Outcome
 
     args = parse_args(backend_args)
     todo = [e for e in executions if not e.done]

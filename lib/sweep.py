@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,18 +37,19 @@ from typing import Any
 import yaml
 
 from lib import paths, results
+from lib.checks import LIST_PARAMETERS, check_files, missing_files, notebook_parameters, validate
 from lib.config import METHODS, ExperimentConfig, check_fields
-from lib.experiment import (
-    LIST_PARAMETERS,
-    check_files,
-    missing_files,
-    notebook_parameters,
-    validate,
+from lib.executions import (  # noqa: F401 - re-exported: lib.sweep's names stay importable
+    KERNEL,
+    NOTEBOOKS,
+    Execution,
+    Outcome,
+    SweepInterrupted,
+    execute_notebook,
+    run_execution,
 )
-from lib.utils import atomic_write_json, atomic_write_text, progress, project_root
+from lib.utils import atomic_write_json, atomic_write_text, progress
 
-NOTEBOOKS = project_root() / "notebooks"
-KERNEL = "sparse-vp"
 TOP_LEVEL_KEYS = (
     "study",
     "description",
@@ -168,28 +169,6 @@ def expand_grid(params: dict[str, Any]) -> list[ExperimentConfig]:
 # ---------------------------------------------------------------- executions
 
 
-@dataclass
-class Execution:
-    """One papermill execution of notebooks/transfer.ipynb: configs over source models x
-    n-shots x seeds."""
-
-    key: str
-    params: dict[str, Any]
-    configs: list[ExperimentConfig] = field(default_factory=list)
-
-    @property
-    def output(self) -> Path:
-        """The executed notebook: outputs/<study>/runs/<key>.ipynb."""
-        return paths.run_notebook(self.configs[0].study, self.key)
-
-    @property
-    def done(self) -> bool:
-        """Every record written and the executed notebook saved: a notebook killed after its
-        last record (or stopped in its plotting cells) is executed again, cheaply."""
-        records = all(results.has_record(c.study, c.run_key) for c in self.configs)
-        return records and self.output.is_file()
-
-
 def plan(configs: list[ExperimentConfig]) -> list[Execution]:
     """Group configs that differ only in source model, n-shot and seed into one execution.
 
@@ -220,67 +199,6 @@ def plan(configs: list[ExperimentConfig]) -> list[Execution]:
     # The longest first (VP trains through the backbone every epoch, LP a head on cached
     # features), so that two workers do not end with one long notebook running alone.
     return sorted(executions, key=lambda e: e.params["method"] != "vp")
-
-
-@dataclass
-class Outcome:
-    key: str
-    status: str  # done | skipped | failed | interrupted | not started
-    seconds: float = 0.0
-    error: str = ""
-
-
-class SweepInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM reached the sweep; `outcomes` are those known when it stopped."""
-
-    def __init__(self, signum: int, outcomes: list[Outcome] | None = None) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.outcomes = outcomes or []
-
-
-def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> None:
-    """papermill into a temporary file, renamed on success; a failure keeps *.failed.ipynb."""
-    import papermill
-
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp, failed = paths.running_notebook(output), paths.failed_notebook(output)
-    try:
-        papermill.execute_notebook(
-            str(NOTEBOOKS / name),
-            str(tmp),
-            parameters=parameters,
-            kernel_name=KERNEL,
-            cwd=str(project_root()),
-            progress_bar=False,
-            log_output=False,
-        )
-    except BaseException:
-        if tmp.exists():
-            os.replace(tmp, failed)
-        raise
-    os.replace(tmp, output)
-    failed.unlink(missing_ok=True)
-
-
-def _describe(error: BaseException) -> str:
-    cell = getattr(error, "exec_count", None)
-    ename, evalue = getattr(error, "ename", type(error).__name__), getattr(error, "evalue", error)
-    where = f"cell {cell}: " if cell is not None else ""
-    return f"{where}{ename}: {str(evalue).splitlines()[0] if str(evalue) else ''}"
-
-
-def run_execution(execution: Execution, threads: int = 0) -> Outcome:
-    if execution.done:
-        return Outcome(execution.key, "skipped")
-    start = time.perf_counter()
-    try:
-        execute_notebook(
-            "transfer.ipynb", execution.output, {**execution.params, "threads": threads}
-        )
-    except Exception as error:  # noqa: BLE001 - one failing run must not stop the sweep
-        return Outcome(execution.key, "failed", time.perf_counter() - start, _describe(error))
-    return Outcome(execution.key, "done", time.perf_counter() - start)
 
 
 def run_local(executions: list[Execution], workers: int = 1) -> list[Outcome]:

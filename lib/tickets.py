@@ -178,7 +178,7 @@ def make(
     so a killed run resumes), `workers` seeds at a time, then write the manifest."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lib.sweep import execute_notebook
+    from lib.executions import execute_notebook
 
     root = resolve_path(root)
     if workers > 1:  # one thread per kernel: the seeds share the cores instead of fighting

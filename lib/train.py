@@ -6,24 +6,39 @@ the last epoch when given none.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import copy
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.fx
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lib.backbone import (  # noqa: F401 - fold_batchnorm, freeze re-exported
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Normalize,
+    fold_batchnorm,
+    freeze,
+)
 from lib.calibration import ece
 from lib.config import SCHEDULES
+from lib.data import get_spec
 from lib.labelmap import LabelMapper
+from lib.prompt import ExpansiveVisualPrompt, PadPrompter, lower_triangle_mask
+from lib.sources import source_kind
 from lib.utils import progress
 
+if TYPE_CHECKING:
+    from lib.config import ExperimentConfig
+    from lib.sampling import Splits
+
+EVAL_BATCH = 256  # images per forward pass when a prompted model is evaluated
 # Data is either an in-memory pair (images, labels) — the mini datasets — or a Dataset.
 Data = tuple[torch.Tensor, torch.Tensor] | Dataset
 
@@ -93,77 +108,18 @@ def _to(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    """Eval mode (BN statistics fixed), no gradients, channels_last."""
-    model.eval().requires_grad_(False)
-    return model.to(memory_format=torch.channels_last)
-
-
-class _LeafTracer(torch.fx.Tracer):
-    """Traces module calls only: every module without children (QuantReLU too) is a leaf."""
-
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return next(m.children(), None) is None
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A frozen copy of `model` with every eval-mode BatchNorm2d that directly follows a
-    Conv2d folded into that convolution's weight and bias (the BN becomes an Identity).
-
-    Same function up to float rounding, one memory pass less per BN in every forward and
-    backward through the frozen backbone. Zeros of a pruned weight stay zero. The module
-    tree is kept (names, quantizer modules); a model fx cannot trace comes back unfolded.
-    """
-    folded = freeze(copy.deepcopy(model))
-    try:
-        graph = _LeafTracer().trace(folded)
-    except Exception:  # data-dependent control flow: skip the optimization, not the run
-        return folded
-    modules = dict(folded.named_modules())
-    calls = collections.Counter(n.target for n in graph.nodes if n.op == "call_module")
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[node.target], nn.BatchNorm2d):
-            continue
-        prev = node.args[0]
-        if not (
-            isinstance(prev, torch.fx.Node)
-            and prev.op == "call_module"
-            and isinstance(modules[prev.target], nn.Conv2d)
-            and len(prev.users) == 1
-            and len(node.args) == 1
-            and calls[prev.target] == calls[node.target] == 1  # modules used once only
-        ):
-            continue
-        conv, bn = modules[prev.target], modules[node.target]
-        if bn.running_var is None or not bn.affine:
-            continue
-        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-        conv.weight.copy_(conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1))))
-        conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
-        parent, _, attr = node.target.rpartition(".")
-        host = folded.get_submodule(parent)
-        if attr.isdigit():
-            host[int(attr)] = nn.Identity()
-        else:
-            setattr(host, attr, nn.Identity())
-    return freeze(folded)
-
-
 class Normalized(nn.Module):
     """Resize to the source size and normalize, then run `module`: LP's input pipeline."""
 
     def __init__(self, module: nn.Module, size: int, mean: tuple, std: tuple) -> None:
         super().__init__()
         self.module, self.size = module, size
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        self.normalize = Normalize(mean, std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True)
-        return self.module((x - self.mean) / self.std)
+        return self.module(self.normalize(x))
 
 
 @torch.no_grad()  # not inference_mode: cached features must stay usable in autograd
@@ -458,3 +414,149 @@ def train_visual_prompt(
             break
     model.load_trainable_state(best)
     return fit
+
+
+# ---------------------------------------------------------------- one run of LP or VP
+
+
+@dataclass
+class Transfer:
+    """What one LP or VP run hands to its record: logits on the test set and on the set the
+    temperature is fitted on, the loop's Fit, artifacts and (VP) the label mapping."""
+
+    fit: Fit
+    test_logits: torch.Tensor
+    test_labels: torch.Tensor
+    fit_logits: torch.Tensor
+    fit_labels: torch.Tensor
+    trained: float  # time.perf_counter() when training ended (evaluation follows)
+    artifacts: dict = field(default_factory=dict)
+    mapping: dict = field(default_factory=dict)
+
+
+def transfer_lp(
+    cfg: ExperimentConfig,
+    splits: Splits,
+    features: tuple[torch.Tensor, torch.Tensor],
+    test_features: tuple[torch.Tensor, torch.Tensor],
+) -> Transfer:
+    """Linear probing on the cached features of the training pool and the test set."""
+    feats, flabels = features
+    test_feats, test_labels = test_features
+    selection_set = {
+        "val": (feats[splits.val], flabels[splits.val]),
+        "last": None,
+        "test": (test_feats, test_labels),  # the paper's protocol: optimistic
+    }[cfg.selection]
+    head, fit = train_linear_probe(
+        (feats[splits.train], flabels[splits.train]),
+        selection_set,
+        get_spec(cfg.dataset).num_classes,
+        cfg.epochs,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.n_bins,
+        cfg.schedule,
+        cfg.patience,
+    )
+    trained = time.perf_counter()
+    fit_index = splits.train if cfg.selection == "last" else splits.val
+    with torch.inference_mode():
+        test_logits = head(test_feats)
+        fit_logits, fit_labels = head(feats[fit_index]), flabels[fit_index]
+    if cfg.selection == "test":  # the head's test logits
+        fit_logits, fit_labels = test_logits, test_labels
+    return Transfer(fit, test_logits, test_labels, fit_logits, fit_labels, trained)
+
+
+def transfer_vp(
+    cfg: ExperimentConfig,
+    splits: Splits,
+    pool: Data,
+    test: Data,
+    source: nn.Module,
+    fast: nn.Module,
+    device: torch.device,
+) -> Transfer:
+    """Visual prompting with label mapping through the frozen `fast` copy of `source`."""
+    spec = get_spec(cfg.dataset)
+    probe = torch.zeros(1, 3, cfg.source_size, cfg.source_size, device=device)
+    num_source = source(probe).shape[1]
+    if cfg.prompt == "expansive":
+        inner = cfg.inner_mask == "lower_triangle"
+        prompt = ExpansiveVisualPrompt(
+            cfg.source_size,
+            cfg.input_size,
+            (IMAGENET_MEAN, IMAGENET_STD),
+            cfg.learn_scale,
+            inner_mask=lower_triangle_mask(cfg.input_size) if inner else None,
+        )
+    else:
+        prompt = PadPrompter(cfg.source_size, cfg.pad, (IMAGENET_MEAN, IMAGENET_STD))
+    mapper = LabelMapper(
+        cfg.mapping, num_source, spec.num_classes, cfg.per_target, cfg.mapping_interval, cfg.seed
+    )
+    model = PromptedClassifier(prompt, fast, mapper)
+    selection_data = {"val": subset(pool, splits.val), "last": None, "test": test}
+    fit = train_visual_prompt(
+        model,
+        subset(pool, splits.train),
+        selection_data[cfg.selection],
+        cfg.epochs,
+        cfg.lr,
+        cfg.batch_size,
+        cfg.seed,
+        cfg.n_bins,
+        device,
+        cfg.num_workers,
+        schedule=cfg.schedule,
+        patience=cfg.patience,
+    )
+    trained = time.perf_counter()
+    test_logits, test_labels = evaluate(
+        model, Batches(test, EVAL_BATCH, num_workers=cfg.num_workers), device, desc="test"
+    )
+    fit_logits, fit_labels = test_logits, test_labels
+    if cfg.selection != "test":
+        fit_index = splits.train if cfg.selection == "last" else splits.val
+        fit_logits, fit_labels = evaluate(
+            model,
+            Batches(subset(pool, fit_index), EVAL_BATCH, num_workers=cfg.num_workers),
+            device,
+        )
+    mapping = mapping_info(cfg, mapper, num_source, spec.classes)
+    mapping["changes"] = fit.mapping_changes
+    artifacts = {"prompt": prompt.pattern().detach().cpu()}
+    return Transfer(
+        fit, test_logits, test_labels, fit_logits, fit_labels, trained, artifacts, mapping
+    )
+
+
+def _class_name(name: str) -> str:
+    return name.split(" - ")[0].strip().lower()  # torchvision MNIST: "7 - seven"
+
+
+def mapping_info(
+    cfg: ExperimentConfig,
+    mapper: LabelMapper,
+    num_source: int,
+    target_classes: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    """The label mapping of a VP run for its record: source indices and names per target
+    class, and the fraction mapped to a source class of their own name (digits -> glyphs)."""
+    if mapper.mapping is None:
+        return {"indices": None}
+    indices = mapper.mapping.view(-1, cfg.per_target).tolist()
+    info: dict[str, Any] = {"indices": indices}
+    names = source_kind(cfg).classes(cfg, num_source)
+    if names:
+        info["source_names"] = [[names[s] for s in row] for row in indices]
+    if names and target_classes:
+        own = [
+            _class_name(t) in {_class_name(names[s]) for s in row}
+            for t, row in zip(target_classes, indices, strict=True)
+        ]
+        if any(_class_name(t) in {_class_name(n) for n in names} for t in target_classes):
+            info["own_class_fraction"] = sum(own) / len(own)
+    return info

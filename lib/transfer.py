@@ -19,11 +19,26 @@ from dataclasses import replace
 from pathlib import Path
 
 from lib import paths
-from lib.backbone import TORCHVISION_ARCHS, imagenet_weights
-from lib.config import ExperimentConfig
+from lib.config import NETWORK_ALIASES, ExperimentConfig
+from lib.sources import paper_source
 from lib.utils import data_root
 
 SEED_SPARSITY = 9  # the paper's scripts: --sparsity 9 (0.8**9 = 13% of the weights kept)
+# Where the CLI's defaults are the paper's scripts' and not ExperimentConfig's (the mini
+# study's); every other flag defaults to ExperimentConfig's value (tests/test_defaults.py).
+PAPER_DEFAULTS = {
+    "model": "resnet50",
+    "network": "LT",
+    "sparsity": None,  # SEED_SPARSITY for tickets, 0 for dense
+    "pretrained_dir": "pretrained/resnet50_lt",
+    "dataset": "cifar10",
+    "seed": 4,
+    "epoch": 100,
+    "num_workers": 4,
+    "run_name": "cli",
+}
+# CLI flags named after the paper's scripts -> the ExperimentConfig field they set.
+FLAG_FIELDS = {"model": "arch", "epoch": "epochs", "run_name": "study"}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -118,11 +133,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    weights, sparsity = args.weights, args.sparsity
-    if args.network == "dense" and not weights and args.model in TORCHVISION_ARCHS:
-        weights = imagenet_weights(args.model)  # the paper's dense source: V2 for resnet50
-    if sparsity is None:
-        sparsity = 0 if args.network == "dense" else SEED_SPARSITY
+    network = NETWORK_ALIASES.get(args.network, args.network)
+    weights, sparsity = paper_source(
+        network, args.model, args.weights, args.sparsity, SEED_SPARSITY
+    )
     return ExperimentConfig.from_dict(
         dict(
             study=args.run_name,
@@ -172,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = replace(cfg, pretrained_dir=str(cfg.pretrained_path))
     os.environ["SPARSE_VP_OUTPUTS"] = str(Path(args.results_path).resolve())
     from lib import results
-    from lib.experiment import notebook_parameters, validate
-    from lib.sweep import execute_notebook
+    from lib.checks import notebook_parameters, validate
+    from lib.executions import execute_notebook
 
     try:
         validate([cfg])  # missing ticket files, too many shots: a usage error, exit 2
