@@ -23,20 +23,14 @@ import torch.nn.functional as F
 from common import add_common_args, finish, interleave, max_abs_diff, median, setup, tensors
 from torch import nn
 
-from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, split_features
+from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, normalize, split_features
 from lib.data import get_spec
+from lib.features import FEATURE_BATCH
 from lib.train import Batches, Normalized, evaluate, freeze, train_linear_probe
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 # Features differ in the last bits (memory format, batch size); Adam keeps that small.
 WEIGHT_TOL = 1e-4
-FEATURE_BATCH = 512  # as lib.experiment.cached_features
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
 
 
 def paper_linear_probe(

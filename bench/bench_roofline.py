@@ -19,8 +19,7 @@ import torch
 from common import add_common_args, interleave, median, setup
 from torch.utils.flop_counter import FlopCounterMode
 
-from lib.backbone import create_backbone
-from lib.train import fold_batchnorm
+from lib.backbone import create_backbone, fold_batchnorm
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 

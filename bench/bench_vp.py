@@ -8,7 +8,7 @@ label mapping), a training pass over the prompt and an evaluation pass. The base
 it the straightforward way of ILM-VP's code: default memory format, the mapping pass
 under torch.no_grad at the training batch size, evaluation at the training batch size.
 The project runs lib.experiment's way for the same epochs: eval-mode BatchNorm folded into
-the convolutions (lib.train.fold_batchnorm), channels_last, the mapping and evaluation
+the convolutions (lib.backbone.fold_batchnorm), channels_last, the mapping and evaluation
 passes in larger batches, lib.train.train_visual_prompt. Same prompt, same
 backbone, same label-mapping rule, same data order: the script checks that both find the
 same mapping and learn the same prompt, then prints the speedup (images/s ratio) last.
@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from common import add_common_args, finish, interleave, median, setup, tensors
 from torch import nn
 
-from lib.backbone import create_backbone
+from lib.backbone import create_backbone, fold_batchnorm
 from lib.data import get_spec
 from lib.labelmap import LabelMapper
 from lib.prompt import ExpansiveVisualPrompt
-from lib.train import PromptedClassifier, fold_batchnorm, train_visual_prompt
+from lib.train import PromptedClassifier, train_visual_prompt
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 # Backbone outputs differ in the last bits (memory format, batch size) and Adam's normalised

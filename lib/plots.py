@@ -13,6 +13,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from lib.config import kept_fraction
 from lib.findings import CALIBRATION_METRICS, mapping_quality
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
@@ -32,7 +33,7 @@ def save(fig: plt.Figure, folder: str | Path, name: str) -> list[Path]:
 def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the columns the figures facet on: nominal sparsity %, shots label, method label."""
     df = frame.copy()
-    df["sparsity_pct"] = (100 * (1 - 0.8 ** df["sparsity"])).round(1)
+    df["sparsity_pct"] = (100 * (1 - kept_fraction(df["sparsity"]))).round(1)
     df["shots"] = df["n_shot"].map(lambda n: "full" if n == -1 else f"{n}-shot")
     df["Method"] = df["method"].map(METHOD_NAMES).fillna(df["method"])
     order = sorted(df["n_shot"].unique(), key=lambda n: np.inf if n == -1 else n)
@@ -242,7 +243,7 @@ def reliability_pair(records: list[dict[str, Any]], dataset: str) -> plt.Figure:
                     match[0],
                     axes[i, j],
                     title=(
-                        f"{METHOD_NAMES[method]}, {100 * (1 - 0.8**state):.0f}% sparse\n"
+                        f"{METHOD_NAMES[method]}, {100 * (1 - kept_fraction(state)):.0f}% sparse\n"
                         + calibration_title(m)
                     ),
                 )
@@ -286,7 +287,7 @@ def mapping_heatmaps(
         if target_classes:
             counts.index = [target_classes[t] for t in counts.index]
         sns.heatmap(counts, annot=True, fmt="d", cbar=False, cmap="Blues", ax=ax)
-        ax.set_title(f"{100 * (1 - 0.8**state):.0f}% sparse")
+        ax.set_title(f"{100 * (1 - kept_fraction(state)):.0f}% sparse")
     fig.suptitle(f"{dataset}: ILM label mapping (count over seeds)")
     fig.tight_layout()
     return fig
@@ -300,7 +301,7 @@ def own_class(df: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for i, (dataset, group) in enumerate(table.groupby("dataset")):
         group = group.sort_values("sparsity")
-        x = 100 * (1 - 0.8 ** group["sparsity"]) + 0.6 * i  # datasets side by side
+        x = 100 * (1 - kept_fraction(group["sparsity"])) + 0.6 * i  # datasets side by side
         ax.errorbar(
             x,
             group["effect"],
@@ -541,4 +542,59 @@ def bias_of_estimators(rows: list[dict[str, Any]]) -> plt.Figure:
     ax.set_title(f"bias of the ECE estimators at {int(data['n'].iloc[0])} test samples")
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1))
     fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- the pretrain notebook
+
+
+def source_samples(dataset: Any, classes: list[str], count: int = 16) -> plt.Figure:
+    """`count` training images of the source corpus, evenly spaced, titled by class."""
+    fig, axes = plt.subplots(2, count // 2, figsize=(12, 3.4))
+    step = max(1, len(dataset) // count)
+    for ax, i in zip(axes.flat, range(0, len(dataset), step), strict=False):
+        image, label = dataset[i]
+        ax.imshow(image.permute(1, 2, 0).numpy())
+        ax.set_title(classes[label])
+        ax.axis("off")
+    return fig
+
+
+def source_training_curves(curves: pd.DataFrame) -> plt.Figure:
+    """Training loss and accuracy per epoch of every IMP level (lib.prune.history_frame)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for ax, column in zip(axes, ("loss", "accuracy"), strict=True):
+        sns.lineplot(
+            curves,
+            x="epoch",
+            y=column,
+            hue="level",
+            style="kind",
+            marker="o",
+            ax=ax,
+            legend=ax is axes[-1],
+        )
+    sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1, 1), ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def source_accuracy_vs_sparsity(table: pd.DataFrame, title: str) -> plt.Figure:
+    """Test accuracy of the tickets and the random controls over sparsity (lib.prune.imp_table),
+    the dense model's as a dotted line."""
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    sns.lineplot(
+        table,
+        x="sparsity %",
+        y="test accuracy %",
+        hue="kind",
+        style="kind",
+        markers=True,
+        dashes=False,
+        ax=ax,
+    )
+    dense = table.query("kind == 'ticket' and state == 0")["test accuracy %"].item()
+    ax.axhline(dense, color="gray", lw=0.8, ls=":", label="dense")
+    ax.set_title(title)
+    ax.legend()
     return fig

@@ -33,10 +33,9 @@ from lib.backbone import (
     sparsity,
     ticket_paths,
 )
+from lib.config import PRUNE_FRACTION, kept_fraction
 from lib.pretrain import evaluate_classifier, train_classifier
 from lib.utils import atomic_torch_save, atomic_write_json, progress
-
-PRUNE_FRACTION = 0.2  # per IMP level, as in the lottery-ticket work: state k keeps 0.8**k
 
 
 def _count(mask: Mask, fraction: float) -> int:
@@ -137,7 +136,7 @@ def _train_level(
         "arch": arch,
         "kind": kind,
         "state": state,
-        "target_density": 0.8**state,
+        "target_density": kept_fraction(state),
         "sparsity": sparsity(model),
         "mask_sparsity": mask.sparsity,
         "test_accuracy": evaluate_classifier(model, test_ds),
