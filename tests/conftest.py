@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated outputs folder and a small source model saved as tickets."""
+"""Shared fixtures: an isolated outputs folder, a small source model saved as tickets, and
+one tiny-config factory for runs on them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ import pytest
 import torch
 
 os.environ.setdefault("SPARSE_VP_NO_PROGRESS", "1")
+
+# The fixture's tickets have ExperimentConfig's default architecture (the shipped tickets'),
+# so a config or params file that does not name an arch finds them.
+TICKET_ARCH = "cifar_resnet_20_8"
+# The smallest run that still exercises everything: digits, a few shots, two epochs.
+TINY = dict(dataset="digits", epochs=2, n_shot=5, train_pool=100, max_val=20, max_test=30)
 
 
 @pytest.fixture
@@ -21,7 +28,7 @@ def outputs(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def tickets(tmp_path_factory):
-    """A randomly initialised cifar_resnet_20 with 45 outputs, as dense + ticket + random files.
+    """A randomly initialised TICKET_ARCH with 45 outputs, as dense + ticket + random files.
 
     Transfer tests need real ticket files in the paper's format, not a trained source.
     """
@@ -31,16 +38,29 @@ def tickets(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tickets")
     torch.manual_seed(0)
-    model = create_backbone("cifar_resnet_20", num_classes=45)
+    model = create_backbone(TICKET_ARCH, num_classes=45)
     mask = Mask.ones_like(model)
-    save_ticket(model, mask, *ticket_paths(folder, "cifar_resnet_20", 0))
+    save_ticket(model, mask, *ticket_paths(folder, TICKET_ARCH, 0))
     for state in (1, 2):
         mask = prune(model, mask, 0.2)
         apply_mask(model, mask)
-        save_ticket(model, mask, *ticket_paths(folder, "cifar_resnet_20", state))
+        save_ticket(model, mask, *ticket_paths(folder, TICKET_ARCH, state))
         rand = random_prune(Mask.ones_like(model), 1 - 0.8**state, seed=state)
-        rand_model = create_backbone("cifar_resnet_20", num_classes=45)
+        rand_model = create_backbone(TICKET_ARCH, num_classes=45)
         apply_mask(rand_model, rand)
-        save_ticket(rand_model, rand, *ticket_paths(folder, "cifar_resnet_20", state, "random"))
+        save_ticket(rand_model, rand, *ticket_paths(folder, TICKET_ARCH, state, "random"))
     (folder / "classes.json").write_text(json.dumps(list(GLYPH_CLASSES)))
     return folder
+
+
+@pytest.fixture
+def tiny_config(tickets):
+    """Factory of small ExperimentConfigs on the `tickets` fixture: TINY, then the keywords
+    given; `functools.partial(tiny_config, study="c")` gives a test file its own defaults."""
+    from lib.config import ExperimentConfig
+
+    def make(**overrides) -> ExperimentConfig:
+        return ExperimentConfig(**{**TINY, "pretrained_dir": str(tickets), **overrides})
+
+    assert ExperimentConfig.arch == TICKET_ARCH  # the default finds the fixture's files
+    return make

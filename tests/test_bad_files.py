@@ -23,7 +23,7 @@ from lib.backbone import (
 from lib.config import ExperimentConfig
 from lib.experiment import run_experiments
 
-ARCH = "cifar_resnet_20"
+ARCH = "cifar_resnet_20_8"  # the arch of the tickets fixture
 
 
 class CreatesFile:
@@ -96,7 +96,7 @@ def test_mask_of_other_shapes(outputs, folder):
     mask["model.blocks.0.conv1.weight"] = torch.ones(16, 16, 1, 1)
     torch.save(mask, mask_path)
     error = _rejected(outputs, folder, mask_path, r"blocks\.0\.conv1\.weight.? \(16, 16, 1, 1\)")
-    assert "(16, 16, 3, 3)" in str(error)  # and the shape the checkpoint has
+    assert "(8, 8, 3, 3)" in str(error)  # and the shape the checkpoint has (width 8)
 
 
 def test_mask_with_values_other_than_0_and_1(outputs, folder):
@@ -109,12 +109,12 @@ def test_mask_with_values_other_than_0_and_1(outputs, folder):
 
 def test_ticket_of_another_architecture(outputs, folder):
     ckpt, mask_path = _paths(folder)
-    other = create_backbone("cifar_resnet_32", num_classes=45)  # a ticket pair of another net
+    other = create_backbone("cifar_resnet_32_8", num_classes=45)  # a ticket pair of another net
     save_ticket(other, Mask.ones_like(other), ckpt, mask_path)
     error = _rejected(
         outputs, folder, ckpt, r"does not fit CifarResNet: .*unexpected keys: blocks\.10\."
     )
-    assert "shape mismatches (file vs model): blocks.3.conv1.weight (16, 16, 3, 3)" in str(error)
+    assert "shape mismatches (file vs model): blocks.3.conv1.weight (8, 8, 3, 3)" in str(error)
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")

@@ -16,14 +16,16 @@ from lib.sweep import main as sweep_main
 from lib.utils import project_root
 
 GOOD = {"network": "dense", "method": "lp", "n_shot": 5, "seed": 1}
-MISSING_TICKET = r"sparsity state 7 of cifar_resnet_20: missing .*cifar_resnet_20_dyn4_7_checkpoint"
+MISSING_TICKET = (
+    r"sparsity state 7 of cifar_resnet_20_8: missing .*cifar_resnet_20_8_dyn4_7_checkpoint"
+)
 TOO_MANY_SHOTS = r"n_shot=500 exceeds the smallest class size \d+"
 
 
 def _params(tickets, grid, **top):
     defaults = {
         "dataset": "digits",
-        "arch": "cifar_resnet_20",
+        "arch": "cifar_resnet_20_8",
         "pretrained_dir": str(tickets),
         "epochs": 2,
         "max_val": 50,
@@ -174,7 +176,14 @@ def test_cli_unknown_dataset_is_a_usage_error(outputs):
 
 @pytest.mark.slow
 def test_cli_missing_ticket_is_a_usage_error(outputs, tickets):
-    flags = ["--model", "cifar_resnet_20", "--pretrained_dir", str(tickets), "--dataset", "digits"]
+    flags = [
+        "--model",
+        "cifar_resnet_20_8",
+        "--pretrained_dir",
+        str(tickets),
+        "--dataset",
+        "digits",
+    ]
     done = _cli([*flags, "--network", "LT", "--sparsity", "7"], outputs)
     assert done.returncode == 2, done.stderr
     assert re.search("error: .*" + MISSING_TICKET, done.stderr), done.stderr

@@ -3,6 +3,7 @@ recomputed when damaged; every record reports the peak memory of its process (Li
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -10,23 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.config import ExperimentConfig
 from lib.experiment import CACHE_ENV, cache_limit_bytes, evict_cache, run_experiments
 
 
-def _cfg(tickets, **kw):
-    base = dict(
-        study="c",
-        dataset="digits",
-        pretrained_dir=str(tickets),
-        method="lp",
-        epochs=2,
-        n_shot=5,
-        train_pool=100,
-        max_val=20,
-        max_test=30,
-    )
-    return ExperimentConfig(**{**base, **kw})
+@pytest.fixture
+def make_cfg(tiny_config):
+    """This file's runs: the shared tiny config (conftest.TINY) with its own defaults."""
+    return functools.partial(tiny_config, study="c", method="lp")
 
 
 def _cache(outputs: Path) -> dict[str, os.stat_result]:
@@ -70,22 +61,22 @@ def test_cache_limit_comes_from_the_environment(monkeypatch):
         cache_limit_bytes()
 
 
-def test_features_are_reused_touched_and_evicted_lru(outputs, tickets, monkeypatch):
+def test_features_are_reused_touched_and_evicted_lru(outputs, make_cfg, monkeypatch):
     monkeypatch.delenv(CACHE_ENV, raising=False)
     rss = _status_mb("VmRSS")
-    (record,) = run_experiments([_cfg(tickets, network="dense")])
+    (record,) = run_experiments([make_cfg(network="dense")])
     # the record reports the peak memory of its process, in MB (not kB or bytes)
     assert rss <= record["peak_rss_mb"] <= _status_mb("VmHWM") + 1
     dense = _cache(outputs)
     assert len(dense) == 2  # train and test features
-    run_experiments([_cfg(tickets, network="ticket", sparsity=1)])
+    run_experiments([make_cfg(network="ticket", sparsity=1)])
     ticket1 = {k: v for k, v in _cache(outputs).items() if k not in dense}
     assert len(ticket1) == 2
     _age(outputs, ticket1, 7200)
     _age(outputs, dense, 3600)
 
     # another seed of the dense network: a cache hit, read (not rewritten) and touched
-    run_experiments([_cfg(tickets, network="dense", seed=2)])
+    run_experiments([make_cfg(network="dense", seed=2)])
     hit = _cache(outputs)
     for name, before in dense.items():
         assert hit[name].st_ino == before.st_ino  # same file, not recomputed
@@ -94,29 +85,29 @@ def test_features_are_reused_touched_and_evicted_lru(outputs, tickets, monkeypat
     # a cap that holds two networks' features: the least recently used (ticket 1) goes
     pair = sum(s.st_size for s in dense.values())
     monkeypatch.setenv(CACHE_ENV, str((2 * pair + 512) / 2**20))
-    run_experiments([_cfg(tickets, network="ticket", sparsity=2)])
+    run_experiments([make_cfg(network="ticket", sparsity=2)])
     after = _cache(outputs)
     assert set(dense) <= set(after) and not set(ticket1) & set(after)
     assert len(after) == 4 and sum(s.st_size for s in after.values()) <= cache_limit_bytes()
 
 
-def test_a_damaged_cache_file_is_recomputed(outputs, tickets):
-    run_experiments([_cfg(tickets)])
+def test_a_damaged_cache_file_is_recomputed(outputs, make_cfg):
+    run_experiments([make_cfg()])
     for path in (outputs / "cache" / "features").glob("*.pt"):
         path.write_bytes(path.read_bytes()[:100])  # e.g. a disk that filled up
     with pytest.warns(UserWarning, match="unusable feature cache"):
-        (record,) = run_experiments([_cfg(tickets, seed=2)])
+        (record,) = run_experiments([make_cfg(seed=2)])
     assert record["sizes"]["train"] == 50
     for path in (outputs / "cache" / "features").glob("*.pt"):
         assert torch.load(path, weights_only=True)["features"].ndim == 2  # whole again
 
 
 def test_a_smaller_pool_never_reads_the_features_of_a_larger_one(
-    outputs, tickets, tmp_path, monkeypatch
+    outputs, make_cfg, tmp_path, monkeypatch
 ):
-    (big,) = run_experiments([_cfg(tickets, train_pool=200, max_test=60)])
-    (small,) = run_experiments([_cfg(tickets)])  # same network and dataset, smaller pool
+    (big,) = run_experiments([make_cfg(train_pool=200, max_test=60)])
+    (small,) = run_experiments([make_cfg()])  # same network and dataset, smaller pool
     assert (small["sizes"]["test"], big["sizes"]["test"]) == (30, 60)
     monkeypatch.setenv("SPARSE_VP_OUTPUTS", str(tmp_path / "fresh"))  # nothing cached
-    (fresh,) = run_experiments([_cfg(tickets)])
+    (fresh,) = run_experiments([make_cfg()])
     assert fresh["metrics"] == small["metrics"]

@@ -1,23 +1,24 @@
 """One experiment end to end: records, resume, reproducibility, errors before compute."""
 
+import functools
 import json
 
 import pytest
 
 from lib import results
-from lib.config import ExperimentConfig
 from lib.experiment import run_experiments
 
 
-def _cfg(tickets, **kw):
-    base = dict(
-        study="t", dataset="digits", pretrained_dir=str(tickets), epochs=2, n_shot=10, max_val=100
+@pytest.fixture
+def make_cfg(tiny_config):
+    """This file's runs: the shared tiny config (conftest.TINY) with its own defaults."""
+    return functools.partial(
+        tiny_config, n_shot=10, train_pool=-1, max_val=100, max_test=-1, study="t"
     )
-    return ExperimentConfig(**{**base, **kw})
 
 
-def test_records_carry_what_a_figure_needs(outputs, tickets):
-    cfg = _cfg(tickets, method="vp", network="ticket", sparsity=2)
+def test_records_carry_what_a_figure_needs(outputs, make_cfg):
+    cfg = make_cfg(method="vp", network="ticket", sparsity=2)
     (record,) = run_experiments([cfg])
     assert results.record_path("t", cfg.run_key).is_file()
     assert record["params"] == json.loads(json.dumps(cfg.to_dict()))
@@ -34,8 +35,8 @@ def test_records_carry_what_a_figure_needs(outputs, tickets):
     assert (results.study_dir("t") / "artifacts" / f"{cfg.run_key}.pt").is_file()
 
 
-def test_finished_runs_are_skipped_and_reruns_are_identical(outputs, tickets):
-    cfg = _cfg(tickets, method="lp", epochs=5)
+def test_finished_runs_are_skipped_and_reruns_are_identical(outputs, make_cfg):
+    cfg = make_cfg(method="lp", epochs=5)
     (first,) = run_experiments([cfg])
     path = results.record_path("t", cfg.run_key)
     mtime = path.stat().st_mtime_ns
@@ -46,8 +47,8 @@ def test_finished_runs_are_skipped_and_reruns_are_identical(outputs, tickets):
     assert again["history"] == first["history"]
 
 
-def test_seeds_and_shots_share_one_group(outputs, tickets):
-    configs = [_cfg(tickets, method="lp", n_shot=n, seed=s) for n in (5, 10) for s in (1, 2)]
+def test_seeds_and_shots_share_one_group(outputs, make_cfg):
+    configs = [make_cfg(method="lp", n_shot=n, seed=s) for n in (5, 10) for s in (1, 2)]
     records = run_experiments(configs)
     assert len({r["run_key"] for r in records}) == 4
     assert sorted(r["sizes"]["train"] for r in records) == [50, 50, 100, 100]
@@ -57,24 +58,24 @@ def test_seeds_and_shots_share_one_group(outputs, tickets):
     assert {"test_accuracy", "test_ece", "test_seed_ece", "n_shot", "seed"} <= set(frame.columns)
 
 
-def test_missing_ticket_fails_before_any_compute(outputs, tickets):
+def test_missing_ticket_fails_before_any_compute(outputs, make_cfg):
     with pytest.raises(FileNotFoundError, match="sparsity state 7 .* missing .*_dyn4_7_checkpoint"):
-        run_experiments([_cfg(tickets, network="ticket", sparsity=7)])
+        run_experiments([make_cfg(network="ticket", sparsity=7)])
     assert not (outputs / "t").exists()
 
 
-def test_too_many_shots_fails_before_any_compute(outputs, tickets):
+def test_too_many_shots_fails_before_any_compute(outputs, make_cfg):
     with pytest.raises(ValueError, match="n_shot=500 exceeds the smallest class size"):
-        run_experiments([_cfg(tickets, n_shot=500)])
+        run_experiments([make_cfg(n_shot=500)])
     assert not (outputs / "t" / "records").exists()
 
 
-def test_one_execution_runs_the_product_of_source_models_shots_and_seeds(tickets):
+def test_one_execution_runs_the_product_of_source_models_shots_and_seeds(make_cfg):
     from lib.experiment import configs_from_parameters
     from lib.sweep import plan
 
     grid = [
-        _cfg(tickets, method="lp", source_seed=src, n_shot=n, seed=s)
+        make_cfg(method="lp", source_seed=src, n_shot=n, seed=s)
         for src in (0, 1)
         for n in (5, 10)
         for s in (1, 2)

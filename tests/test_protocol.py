@@ -3,6 +3,7 @@ ABIDE's prompt mask, the legacy ECE's batches, fake datasets and the paper grid'
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -131,18 +132,28 @@ def test_protocol_fields_name_the_allowed_values(field, value, message):
 # ---------------------------------------------------------------- labels a run uses
 
 
-def _cfg(tickets, **kw):
-    base = dict(study="p", dataset="digits", pretrained_dir=str(tickets), method="lp", epochs=3)
-    return ExperimentConfig(**{**base, **kw})
+@pytest.fixture
+def make_cfg(tiny_config):
+    """This file's runs: the shared tiny config (conftest.TINY) with its own defaults."""
+    return functools.partial(
+        tiny_config,
+        epochs=3,
+        n_shot=-1,
+        train_pool=-1,
+        max_val=1000,
+        max_test=-1,
+        study="p",
+        method="lp",
+    )
 
 
-def test_records_state_the_labels_they_used(outputs, tickets):
+def test_records_state_the_labels_they_used(outputs, make_cfg):
     val, last, test, coop = run_experiments(
         [
-            _cfg(tickets, n_shot=10, batch_size=32),
-            _cfg(tickets, n_shot=10, selection="last"),
-            _cfg(tickets, n_shot=10, selection="test"),
-            _cfg(tickets, n_shot=10, val_shots="coop"),
+            make_cfg(n_shot=10, batch_size=32),
+            make_cfg(n_shot=10, selection="last"),
+            make_cfg(n_shot=10, selection="test"),
+            make_cfg(n_shot=10, val_shots="coop"),
         ]
     )
     labels = val["labels"]
@@ -164,18 +175,16 @@ def test_records_state_the_labels_they_used(outputs, tickets):
     assert frame.set_index("selection").loc["test", "optimistic"]
 
 
-def test_full_data_without_validation_keeps_the_whole_training_split(outputs, tickets):
-    carved, whole = run_experiments([_cfg(tickets, max_val=1000), _cfg(tickets, selection="last")])
+def test_full_data_without_validation_keeps_the_whole_training_split(outputs, make_cfg):
+    carved, whole = run_experiments([make_cfg(max_val=1000), make_cfg(selection="last")])
     assert whole["sizes"]["val"] == 0
     assert whole["sizes"]["train"] == carved["sizes"]["train"] + carved["sizes"]["val"]
 
 
-def test_at_most_takes_short_classes_whole_and_says_so(outputs, tickets):
+def test_at_most_takes_short_classes_whole_and_says_so(outputs, make_cfg):
     with pytest.raises(ValueError, match="n_shot=200 exceeds the smallest class size"):
-        run_experiments([_cfg(tickets, n_shot=200)])
-    (record,) = run_experiments(
-        [_cfg(tickets, n_shot=200, n_shot_policy="at_most", selection="last")]
-    )
+        run_experiments([make_cfg(n_shot=200)])
+    (record,) = run_experiments([make_cfg(n_shot=200, n_shot_policy="at_most", selection="last")])
     per_class = record["labels"]["train_per_class"]
     assert record["labels"]["n_shot_requested"] == 200 and max(per_class) < 200
     assert sum(per_class) == record["sizes"]["train"]

@@ -101,7 +101,7 @@ def test_study_name_that_is_a_path_is_refused_by_the_sweep(outputs, tickets, tmp
 
 @pytest.mark.slow
 def test_study_name_that_is_a_path_is_refused_by_the_cli(outputs, tickets, tmp_path):
-    flags = ["--model", "cifar_resnet_20", "--pretrained_dir", str(tickets), "--dataset"]
+    flags = ["--model", "cifar_resnet_20_8", "--pretrained_dir", str(tickets), "--dataset"]
     flags += ["digits", "--method", "lp", "--epoch", "2", "--n_shot", "3", "--num_workers", "0"]
     root = tmp_path / "results"
     done = _run(
@@ -186,7 +186,7 @@ def test_crafted_cifar_folder_does_not_run_code(tmp_path, monkeypatch):
 def test_crafted_cifar_folder_does_not_run_code_in_the_cli(outputs, tickets, tmp_path):
     marker = tmp_path / "payload-ran"
     _crafted_cifar(tmp_path / "data", marker)
-    flags = ["--model", "cifar_resnet_20", "--pretrained_dir", str(tickets), "--method", "lp"]
+    flags = ["--model", "cifar_resnet_20_8", "--pretrained_dir", str(tickets), "--method", "lp"]
     flags += ["--sparsity", "2"]  # the CLI default (the paper's 9) is not in the fixture
     flags += ["--dataset", "cifar10", "--data_root", str(tmp_path / "data"), "--n_shot", "2"]
     done = _run(

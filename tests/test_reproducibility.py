@@ -3,6 +3,7 @@ without cached features; and the record says which seed, versions and code produ
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -31,21 +32,10 @@ run_experiments(configs)
 """
 
 
-def _cfg(tickets, **kw):
-    base = dict(
-        study="r",
-        dataset="digits",
-        pretrained_dir=str(tickets),
-        network="ticket",
-        sparsity=1,
-        n_shot=5,
-        seed=2,
-        epochs=2,
-        train_pool=100,
-        max_val=20,
-        max_test=30,
-    )
-    return ExperimentConfig(**{**base, **kw})
+@pytest.fixture
+def make_cfg(tiny_config):
+    """This file's runs: the shared tiny config (conftest.TINY) with its own defaults."""
+    return functools.partial(tiny_config, study="r", network="ticket", sparsity=1, seed=2)
 
 
 def _artifacts(record):
@@ -62,9 +52,9 @@ def _assert_same_run(first, again, first_artifacts, again_artifacts):
 
 
 def test_lp_rerun_in_a_fresh_folder_and_another_order_is_identical(
-    outputs, tickets, tmp_path, monkeypatch
+    outputs, make_cfg, tmp_path, monkeypatch
 ):
-    cfg = _cfg(tickets, method="lp", epochs=5)
+    cfg = make_cfg(method="lp", epochs=5)
     (first,) = run_experiments([cfg])
     first_artifacts = _artifacts(first)
     # fresh outputs: features recomputed, and the run now comes second in its group
@@ -79,8 +69,8 @@ def test_lp_rerun_in_a_fresh_folder_and_another_order_is_identical(
 
 
 @pytest.mark.slow
-def test_vp_rerun_in_another_process_is_identical(outputs, tickets, tmp_path, monkeypatch):
-    cfg = _cfg(tickets, method="vp", mapping="ilm", n_shot=3)
+def test_vp_rerun_in_another_process_is_identical(outputs, make_cfg, tmp_path, monkeypatch):
+    cfg = make_cfg(method="vp", mapping="ilm", n_shot=3)
     (first,) = run_experiments([cfg])
     first_artifacts = _artifacts(first)
     assert "prompt" in first_artifacts and first["mapping"]["indices"]

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lib.config import ExperimentConfig
 from lib.experiment import run_experiments
 from lib.tracking import tensorboard_dir
 
 
-def _cfg(tickets, **kw):
-    base = dict(
-        study="track",
-        dataset="digits",
-        pretrained_dir=str(tickets),
-        method="lp",
+@pytest.fixture
+def make_cfg(tiny_config):
+    """This file's runs: the shared tiny config (conftest.TINY) with its own defaults."""
+    return functools.partial(
+        tiny_config,
         epochs=3,
-        n_shot=5,
         train_pool=150,
-        max_test=100,
         max_val=30,
+        max_test=100,
+        study="track",
+        method="lp",
         device="cpu",
     )
-    return ExperimentConfig(**{**base, **kw})
 
 
 def _scalars(folder):
@@ -34,8 +33,8 @@ def _scalars(folder):
     return {tag: events.Scalars(tag) for tag in events.Tags()["scalars"]}
 
 
-def test_tensorboard_gets_the_paper_keys_per_epoch_and_the_test_metrics(outputs, tickets):
-    cfg = _cfg(tickets, tensorboard=True)
+def test_tensorboard_gets_the_paper_keys_per_epoch_and_the_test_metrics(outputs, make_cfg):
+    cfg = make_cfg(tensorboard=True)
     (record,) = run_experiments([cfg])
     scalars = _scalars(tensorboard_dir("track", cfg.run_key))
     history = record["history"]
@@ -62,14 +61,14 @@ def test_tensorboard_gets_the_paper_keys_per_epoch_and_the_test_metrics(outputs,
     assert len(_scalars(tensorboard_dir("track", cfg.run_key))["Train/Train-ACC"]) == 3
 
 
-def test_no_tracking_by_default(outputs, tickets):
-    cfg = _cfg(tickets)
+def test_no_tracking_by_default(outputs, make_cfg):
+    cfg = make_cfg()
     run_experiments([cfg])
     assert not (outputs / "track" / "tensorboard").exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
-def test_wandb_missing_is_an_error_before_any_compute(outputs, tickets):
+def test_wandb_missing_is_an_error_before_any_compute(outputs, make_cfg):
     with pytest.raises(ValueError, match="pip install wandb"):
-        _cfg(tickets, wandb=True)
+        make_cfg(wandb=True)
     assert not (outputs / "track").exists()
