@@ -27,11 +27,11 @@ def _release(tmp_path, tickets, seeds=(0, 1)):
         accs = {0: 0.98, 1: 0.985, 2: 0.975}
         for state, acc in accs.items():
             report = {**_report("dyn4", state, acc), "checkpoint": "c", "mask": "m"}
-            (folder / f"cifar_resnet_20_dyn4_{state}_report.json").write_text(json.dumps(report))
+            (folder / f"cifar_resnet_20_8_dyn4_{state}_report.json").write_text(json.dumps(report))
         random = {**_report("random", 2, 0.9), "checkpoint": "c", "mask": "m"}
-        (folder / "cifar_resnet_20_random_2_report.json").write_text(json.dumps(random))
+        (folder / "cifar_resnet_20_8_random_2_report.json").write_text(json.dumps(random))
         (folder / "source_config.json").write_text(json.dumps({"epochs": 6, "seed": seed}))
-        (folder / "cifar_resnet_20_rewind.pth").write_bytes(b"not shipped")
+        (folder / "cifar_resnet_20_8_rewind.pth").write_bytes(b"not shipped")
     manifest = build_manifest(root, list(seeds), "test-v1")
     (root / MANIFEST).write_text(json.dumps(manifest))
     return root, manifest
@@ -55,7 +55,7 @@ def test_regime_checks():
 def test_manifest_lists_every_shipped_file_and_verifies(tmp_path, tickets):
     root, manifest = _release(tmp_path, tickets)
     assert manifest["seeds"] == [0, 1] and manifest["recipe"] == {"epochs": 6}
-    assert "seed0/cifar_resnet_20_dyn4_2_checkpoint.pth" in manifest["files"]
+    assert "seed0/cifar_resnet_20_8_dyn4_2_checkpoint.pth" in manifest["files"]
     assert not any(name.endswith("_rewind.pth") for name in manifest["files"])
     assert {t["source_seed"] for t in manifest["tickets"]} == {0, 1}
     assert manifest["regime_checks"]["0"]["dense_accuracy"] == 0.98
@@ -64,11 +64,11 @@ def test_manifest_lists_every_shipped_file_and_verifies(tmp_path, tickets):
 
 def test_verify_names_the_altered_or_missing_file(tmp_path, tickets):
     root, _ = _release(tmp_path, tickets)
-    mask = root / "seed1" / "cifar_resnet_20_dyn4_1_mask.pth"
+    mask = root / "seed1" / "cifar_resnet_20_8_dyn4_1_mask.pth"
     data = bytearray(mask.read_bytes())
     data[-1] ^= 1
     mask.write_bytes(bytes(data))
-    with pytest.raises(TicketError, match="seed1/cifar_resnet_20_dyn4_1_mask.pth: sha256 differs"):
+    with pytest.raises(TicketError, match="seed1/cifar_resnet_20_8_dyn4_1_mask.pth: sha256 differs"):
         verify(root)
     mask.unlink()
     with pytest.raises(TicketError, match="dyn4_1_mask.pth: shipped ticket file missing"):
