@@ -97,19 +97,43 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+def _transformer_arm(name: str) -> Any:
+    """lib.clip or lib.vit when `name` is one of their archs (open_clip / timm), else None."""
+    from lib import clip, vit
+
+    return clip if clip.is_clip(name) else vit if vit.is_vit(name) else None
+
+
 def _check_arch(name: str) -> str:
     match = CIFAR_RESNET.fullmatch(name)
     if name in TORCHVISION_ARCHS or (match and (int(match[1]) - 2) % 6 == 0 and int(match[1]) > 2):
         return name
+    if isinstance(name, str) and _transformer_arm(name) is not None:
+        return name
+    from lib.clip import CLIP_ARCHS
+    from lib.vit import VIT_ARCHS
+
     raise ValueError(
         f"unknown architecture {name!r}; choose one of: {', '.join(ARCHS)} "
-        "(or cifar_resnet_N[_W] with N = 6D+2, W the first-stage width)"
+        "(or cifar_resnet_N[_W] with N = 6D+2, W the first-stage width), "
+        f"{', '.join(CLIP_ARCHS)} (open_clip), {', '.join(VIT_ARCHS)} (timm)"
     )
 
 
 def source_size(arch: str) -> int:
-    """Input size the architecture was trained at: 32 for CIFAR ResNets, 224 otherwise."""
-    return 32 if _check_arch(arch).startswith("cifar_resnet") else 224
+    """Input size the architecture was trained at: 32 for CIFAR ResNets, the model config's
+    for CLIP / timm archs, 224 otherwise."""
+    arm = _transformer_arm(_check_arch(arch))
+    if arm is not None:
+        return arm.source_size(arch)
+    return 32 if arch.startswith("cifar_resnet") else 224
+
+
+def input_stats(arch: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) the source normalizes with: CLIP's for clip_* archs, ImageNet's otherwise."""
+    from lib.clip import CLIP_MEAN, CLIP_STD, is_clip
+
+    return (CLIP_MEAN, CLIP_STD) if is_clip(arch) else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _build(arch: str, num_classes: int) -> nn.Module:
@@ -232,6 +256,12 @@ def split_features(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     if isinstance(model, CifarResNet):
         m = model
         return nn.Sequential(m.conv, m.bn, m.relu, m.blocks, m.pool, nn.Flatten(1)), m.fc
+    if hasattr(model, "split_features"):  # lib.clip.CLIPClassifier
+        return model.split_features()
+    if type(model).__module__.startswith("timm."):
+        from lib.vit import split_features as timm_split
+
+        return timm_split(model)
     raise TypeError(f"unsupported model type {type(model).__name__}; build it by create_backbone")
 
 
@@ -239,8 +269,15 @@ def split_features(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
 
 
 def prunable_names(model: nn.Module) -> list[str]:
-    """Names of conv and linear weights: the tensors pruning and masks act on."""
-    return [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    """Names of conv and linear weights (and nn.MultiheadAttention's packed input projection,
+    as in CLIP): the tensors pruning and masks act on."""
+    names = []
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            names.append(f"{n}.weight")
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            names.append(f"{n}.in_proj_weight")
+    return names
 
 
 def _not_binary(t: torch.Tensor) -> bool:
@@ -312,7 +349,7 @@ def _mask_name(key: str) -> str:
     name = _strip_prefixes(key)
     for suffix in ("_mask", ".mask"):
         name = name.removesuffix(suffix)
-    return name if name.endswith(".weight") else name + ".weight"
+    return name if name.endswith((".weight", ".in_proj_weight")) else name + ".weight"
 
 
 def apply_mask(model: nn.Module, mask: Mask) -> nn.Module:

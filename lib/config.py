@@ -21,17 +21,21 @@ from typing import Any
 from lib.paths import check_name
 
 METHODS = ("lp", "vp")
-NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")
+NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo", "magnitude_pruned")
 MAPPINGS = ("ilm", "flm", "rlm", "linear")
-PROMPTS = ("expansive", "pad")
+PROMPTS = ("expansive", "pad", "additive")  # additive: CLIP's (lib.clip.AdditivePrompt)
 # Where the expansive prompt is learned besides the border: auto = lower_triangle for abide
 # (the paper's ABIDE.get_mask(): the connectivity image fills the strict upper triangle, the
 # prompt the lower triangle and diagonal), border elsewhere.
 PROMPT_MASKS = ("auto", "border", "lower_triangle")
 BITS = (2, 3, 4, 5, 6, 7, 8, 32)
-SCHEDULES = ("multistep", "cosine")  # learning-rate schedules of lib.train
+SCHEDULES = ("multistep", "cosine", "cosine_step")  # lib.train; cosine_step: per batch
+OPTIMIZERS = ("adam", "sgd")  # sgd: momentum 0.9 (ilm_clip.py)
 # Settings that do not change what a run computes: not part of its identity.
 NOT_IN_KEY = ("wandb", "tensorboard", "num_workers", "data_root")
+# Fields added with the CLIP / ViT arms: at these defaults they stay out of the identity, so
+# the run keys of existing studies do not change.
+LATER_FIELDS = {"prune_sparsity": 0.0, "templates": "seed", "optimizer": "adam"}
 # The paper's scripts spell the networks differently; accepted on the command line.
 NETWORK_ALIASES = {"LT": "ticket", "lt": "ticket", "random": "random_pruned"}
 
@@ -125,6 +129,9 @@ class ExperimentConfig:
     num_workers: int = 0  # DataLoader workers (paper-scale image folders)
     wandb: bool = False  # log to Weights & Biases with the paper's keys (optional)
     tensorboard: bool = False  # log to TensorBoard under outputs/<study>/tensorboard (optional)
+    prune_sparsity: float = 0.0  # magnitude_pruned only: fraction of weights removed, one shot
+    templates: str = "seed"  # CLIP only: seed (ilm_clip.py's 81, every dataset) | dataset
+    optimizer: str = "adam"  # vp: adam (the paper) | sgd (momentum 0.9, ilm_clip.py)
 
     def __post_init__(self) -> None:
         from lib.backbone import source_size
@@ -144,6 +151,29 @@ class ExperimentConfig:
         _choices("act_bits", self.act_bits, BITS)
         _choices("device", self.device, ("auto", "cpu", "cuda"))
         _choices("schedule", self.schedule, SCHEDULES)
+        _choices("optimizer", self.optimizer, OPTIMIZERS)
+        from lib import clip, vit
+
+        clip.check_config(self)  # the CLIP / ViT arms' own rules (nothing for other archs)
+        vit.check_config(self)
+        if self.network == "magnitude_pruned" and not (
+            clip.is_clip(self.arch) or vit.is_vit(self.arch)
+        ):
+            raise ValueError(
+                f"network 'magnitude_pruned' is for clip_* and ViT archs, got {self.arch!r}; "
+                "CNN sources use ticket / random_pruned"
+            )
+        if (self.network == "magnitude_pruned") != (self.prune_sparsity != 0):
+            raise ValueError(
+                "prune_sparsity (in (0, 1)) goes with network 'magnitude_pruned' only, got "
+                f"network {self.network!r} and prune_sparsity {self.prune_sparsity!r}"
+            )
+        if not 0 <= self.prune_sparsity < 1:
+            raise ValueError(f"prune_sparsity must be in (0, 1), got {self.prune_sparsity!r}")
+        if self.schedule == "cosine_step" and self.method != "vp":
+            raise ValueError("schedule 'cosine_step' (per batch) is for method 'vp'")
+        if self.optimizer != "adam" and self.method != "vp":
+            raise ValueError(f"optimizer {self.optimizer!r} is for method 'vp'; LP uses adam")
         _choices("n_shot_policy", self.n_shot_policy, N_SHOT_POLICIES)
         _choices("selection", self.selection, SELECTIONS)
         _choices("val_shots", self.val_shots, VAL_SHOTS)
@@ -195,7 +225,11 @@ class ExperimentConfig:
                     f"target_size {self.target_size} must be in 1..{self.source_size} "
                     f"(the source size of {self.arch}), or 0 for the dataset's default"
                 )
-        if self.method == "vp" and self.prompt == "pad" and not 0 < 2 * self.pad < self.source_size:
+        if (
+            self.method == "vp"
+            and self.prompt in ("pad", "additive")
+            and not 0 < 2 * self.pad < self.source_size
+        ):
             raise ValueError(f"pad {self.pad} must be in 1..{(self.source_size - 1) // 2}")
 
     # Derived values: computed from fields, never set by hand.
@@ -210,7 +244,7 @@ class ExperimentConfig:
         """Size the images are loaded at: the source size for LP, the inner size for VP."""
         from lib.data import get_spec
 
-        if self.method == "lp" or self.prompt == "pad":
+        if self.method == "lp" or self.prompt in ("pad", "additive"):
             return self.source_size
         return self.target_size or min(get_spec(self.dataset).vp_size, self.source_size)
 
@@ -251,7 +285,11 @@ class ExperimentConfig:
     @property
     def run_key(self) -> str:
         """Readable, unique name of the run: what varies in studies, plus a hash of the rest."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY}
+        identity = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in NOT_IN_KEY and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+        }
         digest = hashlib.sha1(
             json.dumps(identity, sort_keys=True, default=str).encode()
         ).hexdigest()[:8]
@@ -260,6 +298,8 @@ class ExperimentConfig:
             net += str(self.sparsity)
         if self.network == "quantized":
             net += f"w{self.weight_bits}a{self.act_bits}"
+        if self.network == "magnitude_pruned":
+            net = f"mag{round(100 * self.prune_sparsity)}"
         method = self.method if self.method == "lp" else f"vp-{self.mapping}"
         shots = "full" if self.n_shot == -1 else f"{self.n_shot}shot"
         return f"{self.dataset}-{net}-{method}-{shots}-s{self.seed}-{digest}"

@@ -27,12 +27,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from lib import results
+from lib import clip, results, vit
 from lib.backbone import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     create_backbone,
     imagenet_classes,
+    input_stats,
     load_lottery_ticket,
     load_sparse_checkpoint,
     sparsity,
@@ -105,6 +104,8 @@ DEFAULT_CACHE_MB = 2048
 
 def source_files(cfg: ExperimentConfig) -> list[Path]:
     """Checkpoint files the config needs (none for torchvision weights)."""
+    if clip.is_clip(cfg.arch) or vit.is_vit(cfg.arch):  # open_clip / timm sources
+        return (clip if clip.is_clip(cfg.arch) else vit).source_files(cfg)
     root = cfg.pretrained_path
     if cfg.network == "sparsezoo":
         return [Path(cfg.checkpoint)]
@@ -117,6 +118,8 @@ def source_files(cfg: ExperimentConfig) -> list[Path]:
 def missing_files(cfg: ExperimentConfig) -> list[str]:
     """What the config needs and this machine lacks: checkpoint files, and torchvision weights
     not in $TORCH_HOME's cache (those download on first use where there is a network)."""
+    if clip.is_clip(cfg.arch):
+        return clip.missing_files(cfg)
     missing = [str(p) for p in source_files(cfg) if not p.is_file()]
     if cfg.network == "dense" and cfg.weights and not Path(cfg.weights).suffix:
         _, path = torchvision_weights_file(cfg.arch, cfg.weights)
@@ -127,6 +130,8 @@ def missing_files(cfg: ExperimentConfig) -> list[str]:
 
 def check_files(cfg: ExperimentConfig) -> None:
     """Fail before any compute when a checkpoint the config needs is missing."""
+    if clip.is_clip(cfg.arch):  # hub weights may still download
+        return clip.check_files(cfg)
     missing = [p for p in source_files(cfg) if not p.is_file()]
     if missing:
         root = cfg.pretrained_path
@@ -142,6 +147,10 @@ def check_files(cfg: ExperimentConfig) -> None:
 def load_source(cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = None) -> nn.Module:
     """The compressed (or dense) source classifier the config names."""
     check_files(cfg)
+    if clip.is_clip(cfg.arch):
+        return clip.load_source(cfg)
+    if vit.is_vit(cfg.arch):
+        return vit.load_source(cfg, calibration)
     if cfg.network == "sparsezoo":
         return load_sparse_checkpoint(cfg.arch, cfg.checkpoint)
     if cfg.network == "dense" and cfg.weights:
@@ -156,6 +165,9 @@ def load_source(cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = 
 
 
 def source_classes(cfg: ExperimentConfig, num_source: int) -> list[str] | None:
+    if clip.is_clip(cfg.arch):  # the text prompts' class names, template-major
+        names = clip.class_names(cfg.dataset, cfg.root, cfg.split)
+        return [n for _ in range(num_source // len(names)) for n in names]
     path = cfg.pretrained_path / "classes.json"
     if cfg.network != "sparsezoo" and not cfg.weights and path.is_file():
         return json.loads(path.read_text())
@@ -246,6 +258,7 @@ def _feature_cache_path(cfg: ExperimentConfig, split: str) -> Path:
         weights=cfg.weights,
         bits=(cfg.weight_bits, cfg.act_bits),
         files=files,
+        **({"prune_sparsity": cfg.prune_sparsity} if cfg.prune_sparsity else {}),
         dataset=cfg.dataset,
         root=str(cfg.root),
         split=split,
@@ -338,7 +351,7 @@ def _calibration_batches(pool: Data, cfg: ExperimentConfig) -> list[torch.Tensor
         generator=torch.Generator().manual_seed(0),
     )[:n]
     images, _ = next(iter(Batches(subset(pool, index), n)))
-    prep = Normalized(nn.Identity(), cfg.source_size, IMAGENET_MEAN, IMAGENET_STD)
+    prep = Normalized(nn.Identity(), cfg.source_size, *input_stats(cfg.arch))
     return list(prep(images).split(128))
 
 
@@ -379,7 +392,7 @@ def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, A
     if base.method == "lp":
         t0 = time.perf_counter()
         features, _ = split_features(fast)
-        extractor = Normalized(features, base.source_size, IMAGENET_MEAN, IMAGENET_STD)
+        extractor = Normalized(features, base.source_size, *input_stats(base.arch))
         extractor = freeze(extractor).to(device)
         context["train_features"] = cached_features(base, extractor, pool, "train", device)
         context["test_features"] = cached_features(base, extractor, test, "test", device)
@@ -436,17 +449,20 @@ def _run_one(
         num_source = source(
             torch.zeros(1, 3, cfg.source_size, cfg.source_size, device=device)
         ).shape[1]
+        stats = input_stats(cfg.arch)
         if cfg.prompt == "expansive":
             inner = cfg.inner_mask == "lower_triangle"
             prompt = ExpansiveVisualPrompt(
                 cfg.source_size,
                 cfg.input_size,
-                (IMAGENET_MEAN, IMAGENET_STD),
+                stats,
                 cfg.learn_scale,
                 inner_mask=lower_triangle_mask(cfg.input_size) if inner else None,
             )
+        elif cfg.prompt == "additive":  # CLIP's, after normalization (lib.clip)
+            prompt = clip.AdditivePrompt(cfg.source_size, cfg.pad, stats)
         else:
-            prompt = PadPrompter(cfg.source_size, cfg.pad, (IMAGENET_MEAN, IMAGENET_STD))
+            prompt = PadPrompter(cfg.source_size, cfg.pad, stats)
         mapper = LabelMapper(
             cfg.mapping, num_source, num_target, cfg.per_target, cfg.mapping_interval, cfg.seed
         )
@@ -465,6 +481,7 @@ def _run_one(
             cfg.num_workers,
             schedule=cfg.schedule,
             patience=cfg.patience,
+            optimizer=cfg.optimizer,
         )
         t1 = time.perf_counter()
         test_logits, test_labels = evaluate(
@@ -535,6 +552,7 @@ def _run_one(
         },
         "mapping": mapping_info,
         "history": fit.history,
+        "training": clip.recipe(cfg),  # optimizer and schedule (and the CLIP seed's recipe)
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(test_labels)},
         "labels": used,
         "timings": {**shared, "train_s": t1 - t0, "eval_s": time.perf_counter() - t1},
