@@ -91,7 +91,7 @@ class ExperimentConfig:
     dataset: str = "mnist"  # target dataset (lib.data.DATASETS)
     data_root: str = ""  # "" = $SPARSE_VP_DATA or outputs/data
     arch: str = "cifar_resnet_20"  # source architecture (lib.backbone.ARCHS)
-    network: str = "dense"  # dense | ticket | random_pruned | quantized | sparsezoo
+    network: str = "dense"  # NETWORKS: dense | ticket | ... | magnitude_pruned (CLIP, ViT)
     sparsity: int = 0  # IMP state k: the ticket keeps 0.8**k of its prunable weights
     pretrained_dir: str = "outputs/checkpoints/glyphs_cifar_resnet_20"  # tickets live here
     source_seed: int = 0  # which IMP run (source model); "{source_seed}" in pretrained_dir
@@ -103,7 +103,7 @@ class ExperimentConfig:
     mapping: str = "ilm"  # vp only: ilm | flm | rlm | linear
     per_target: int = 1  # vp only: source classes averaged per target class
     mapping_interval: int = 1  # ilm: recompute the mapping every k epochs
-    prompt: str = "expansive"  # vp only: expansive | pad
+    prompt: str = "expansive"  # vp only: expansive | pad | additive (CLIP)
     target_size: int = 0  # vp: inner image size; 0 = the dataset's (paper: 32 or 128)
     pad: int = 30  # pad prompter only: width of the learnable frame
     learn_scale: bool = False  # vp: learn the inner image size (AutoVP style)

@@ -385,3 +385,65 @@ def test_vit_lp_vp_fake_quantized_and_qat_end_to_end(tiny_deit, outputs, tmp_pat
     expected = 0.5 * (body - head) / body
     assert lp_pruned["metrics"]["sparsity_measured"] == pytest.approx(expected, abs=1e-3)
     assert "w3a3" in vp_qat["run_key"] and "mag50" in lp_pruned["run_key"]
+
+
+# ---------------------------------------------------------------- paper-scale grids
+
+PAPER_DATASETS = ["cifar10", "cifar100", "svhn", "gtsrb", "dtd", "flowers102", "food101",
+                  "eurosat", "oxfordpets", "stanfordcars", "sun397", "ucf101", "abide"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fake_paper_root(tmp_path_factory) -> Path:
+    from lib.fake_data import write_fake
+
+    return write_fake(tmp_path_factory.mktemp("fake"), PAPER_DATASETS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "runs", "files"),
+    [
+        ("clip", 1950, ["pretrained/clip/clip_vit_l14_336_openai.pt (or the open_clip hub",
+                        "pretrained/clip/clip_vit_l14_336_pruned_2x.pt",
+                        "pretrained/clip/clip_vit_l14_336_pruned_4x.pt"]),
+        ("vit_quant", 4680, ["pretrained/vit/deit_tiny_patch16_224-a1311bcf.pth",
+                             "pretrained/vit/swin_tiny_patch4_window7_224.pth",
+                             "pretrained/vit/deit_tiny_w3a3_qat.pth",
+                             "pretrained/vit/deit_tiny_w4a4_qat.pth",
+                             "pretrained/vit/swin_tiny_w3a3_qat.pth",
+                             "pretrained/vit/swin_tiny_w4a4_qat.pth"]),
+    ],
+)  # fmt: skip
+def test_paper_grids_validate_in_a_dry_run_on_fake_data(
+    fake_paper_root, tmp_path, monkeypatch, capsys, name, runs, files
+):
+    from lib.sweep import expand_grid, load_params
+    from lib.sweep import main as sweep_main
+    from lib.utils import project_root
+
+    monkeypatch.setenv("SPARSE_VP_DATA", str(fake_paper_root))
+    monkeypatch.setenv("SPARSE_VP_OUTPUTS", str(tmp_path / "outputs"))
+    path = project_root() / "params" / f"{name}.yaml"
+    assert f"python -m lib.sweep params/{name}.yaml --dry-run" in path.read_text()
+    assert sweep_main([str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"dry run: {runs} runs valid" in out and "n-shots not checked" not in out
+    assert f"warning: {len(files)} source file(s) missing" in out
+    assert all(f in out for f in files)
+    configs = expand_grid(load_params(path))
+    assert {c.dataset for c in configs} == set(PAPER_DATASETS)
+    if name == "clip":
+        vp = [c for c in configs if c.method == "vp"]
+        recipe = {(c.prompt, c.pad, c.optimizer, c.lr, c.schedule, c.epochs, c.batch_size)
+                  for c in vp}  # fmt: skip
+        assert recipe == {("additive", 30, "sgd", 40.0, "cosine_step", 10, 16)}
+        assert {c.source_size for c in configs} == {336}
+        assert {c.prune_sparsity for c in configs} == {0.0, 0.5, 0.75}
+    else:
+        quantized = {(c.arch, c.weight_bits, c.act_bits, bool(c.checkpoint))
+                     for c in configs if c.network == "quantized"}  # fmt: skip
+        assert {(w, a) for _, w, a, _ in quantized} == {(8, 8), (4, 4), (3, 3)}
+        assert len(quantized) == 10 and {c.source_size for c in configs} == {224}
+        vp = {(c.dataset, c.input_size) for c in configs if c.method == "vp"}
+        assert ("cifar10", 32) in vp and ("dtd", 128) in vp
