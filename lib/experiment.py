@@ -132,6 +132,8 @@ def check_files(cfg: ExperimentConfig) -> None:
     """Fail before any compute when a checkpoint the config needs is missing."""
     if clip.is_clip(cfg.arch):  # hub weights may still download
         return clip.check_files(cfg)
+    if vit.is_vit(cfg.arch):
+        return vit.check_files(cfg)
     missing = [p for p in source_files(cfg) if not p.is_file()]
     if missing:
         root = cfg.pretrained_path

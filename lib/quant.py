@@ -231,8 +231,11 @@ def quantize_backbone(
         for i, name in enumerate(linears):
             new = QuantLinear(q.get_submodule(name), act_bits, observer, leader=i == 0)
             rule = rules.get(name, {})
-            for key, buffer in (("act_step", "step"), ("shift_before", "shift_before"),
-                                ("shift_after", "shift_after")):
+            for key, buffer in (
+                ("act_step", "step"),
+                ("shift_before", "shift_before"),
+                ("shift_after", "shift_after"),
+            ):
                 if key in rule:
                     setattr(new, buffer, torch.as_tensor(rule[key], dtype=torch.float32).clone())
             new.unsigned = rule.get("unsigned")

@@ -251,11 +251,17 @@ def source_files(cfg: Any) -> list[Path]:
     return [resolve_path(cfg.checkpoint or cfg.weights)]
 
 
-def load_source(cfg: Any, calibration: list[Tensor] | None = None) -> nn.Module:
-    """The (compressed) timm classifier of the config."""
+def check_files(cfg: Any) -> None:
     path = source_files(cfg)[0]
     if not path.is_file():
-        raise FileNotFoundError(f"{cfg.arch} {cfg.network}: missing {path}")
+        what = "QAT checkpoint" if cfg.network == "quantized" and cfg.checkpoint else "checkpoint"
+        raise FileNotFoundError(f"{cfg.arch} {cfg.network}: missing {what} {path}")
+
+
+def load_source(cfg: Any, calibration: list[Tensor] | None = None) -> nn.Module:
+    """The (compressed) timm classifier of the config."""
+    check_files(cfg)
+    path = source_files(cfg)[0]
     if cfg.network == "quantized" and cfg.checkpoint:
         return load_qat(cfg.arch, path, cfg.weight_bits, cfg.act_bits, calibration)
     model = create_vit(cfg.arch, path)

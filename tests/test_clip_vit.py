@@ -340,6 +340,12 @@ def test_vit_config_rules(tiny_deit):
     cfg = ExperimentConfig(dataset="cifar10", arch="deit_tiny", weights="x.pth", method="vp")
     assert (cfg.source_size, cfg.input_size) == (224, 32)  # the seed: 32 padded to 224
     assert ExperimentConfig(dataset="dtd", arch="swin_tiny", weights="x.pth").input_size == 128
+    from lib.experiment import check_files
+
+    qat = ExperimentConfig(dataset="dtd", arch="deit_tiny", network="quantized", weight_bits=4,
+                           act_bits=4, checkpoint="nowhere/deit_w4a4.pth")  # fmt: skip
+    with pytest.raises(FileNotFoundError, match="missing QAT checkpoint .*nowhere/deit_w4a4.pth"):
+        check_files(qat)
 
 
 @pytest.mark.slow
