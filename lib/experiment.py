@@ -47,6 +47,7 @@ from lib.calibration import (
     reliability_data,
 )
 from lib.config import ExperimentConfig
+from lib.console import run_line
 from lib.data import as_tensors, dataset_labels, get_dataset, get_spec
 from lib.labelmap import LabelMapper
 from lib.prompt import ExpansiveVisualPrompt, PadPrompter, lower_triangle_mask
@@ -67,7 +68,14 @@ from lib.train import (
     train_linear_probe,
     train_visual_prompt,
 )
-from lib.utils import atomic_torch_save, get_device, outputs_dir, progress, set_seed
+from lib.utils import (
+    atomic_torch_save,
+    get_device,
+    headless_kernel,
+    outputs_dir,
+    progress,
+    set_seed,
+)
 
 # Fields that may differ between configs sharing one source model, data and features.
 PER_RUN_FIELDS = (
@@ -403,6 +411,8 @@ def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, A
         record = _run_one(cfg, splits[cfg.run_key], labels, pool, test, context, shared)
         results.write_record(record)
         track_run(cfg, record)  # optional TensorBoard / W&B (cfg.tensorboard, cfg.wandb)
+        if headless_kernel():  # the bars are off there: one line per run instead
+            print(run_line(record), flush=True)
     return [results.read_record(results.record_path(c.study, c.run_key)) for c in configs]
 
 

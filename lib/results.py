@@ -11,12 +11,13 @@ import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from lib import paths
 from lib.utils import atomic_write_json, atomic_write_text, project_root
+
+if TYPE_CHECKING:  # pandas loads on first use: command-line errors answer at once
+    import pandas as pd
 
 PACKAGES = ("torch", "torchvision", "numpy", "netcal", "papermill", "seaborn", "sparse-vp")
 
@@ -98,6 +99,8 @@ def _scalar(value: Any) -> bool:
 
 
 def results_frame(study: str) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame([flatten(r) for r in read_records(study)])
 
 

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lib import paths
-from lib.backbone import TORCHVISION_ARCHS, imagenet_weights
+from lib.cli import HelpFormatter, accept_both_spellings
 from lib.config import ExperimentConfig
 from lib.utils import data_root
 
@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lib.transfer",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,  # shows every default; nothing heavy is imported
     )
     a = p.add_argument
     a(
@@ -114,10 +114,12 @@ def parser() -> argparse.ArgumentParser:
         help="log to Weights & Biases with the paper's keys (honours WANDB_MODE=offline)",
     )
     a("--tensorboard", action="store_true", help="log to TensorBoard under the study folder")
-    return p
+    return accept_both_spellings(p)  # --batch_size and --batch-size, --mapping-interval and _
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    from lib.backbone import TORCHVISION_ARCHS, imagenet_weights
+
     weights, sparsity = args.weights, args.sparsity
     if args.network == "dense" and not weights and args.model in TORCHVISION_ARCHS:
         weights = imagenet_weights(args.model)  # the paper's dense source: V2 for resnet50
