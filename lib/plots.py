@@ -7,7 +7,9 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -67,21 +69,13 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
 def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
     """Reliability diagram: accuracy per confidence bin (bars) with its 95% bootstrap band
     (black whiskers, when the record has one), the gap to mean confidence (hatched), and the
-    share of test samples per bin (grey bars on the right-hand axis, lower third). Bins with
+    share of test samples per bin (grey, in a strip below the diagram). Bins with
     fewer than 5 samples are drawn hollow: their accuracy says little."""
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     bins = pd.DataFrame(record["reliability"]["raw"])
     bins = bins[bins["count"] > 0]
     width = (bins["upper"] - bins["lower"]).to_numpy()
     share = bins["count"] / bins["count"].sum()
-    shares = ax.twinx()
-    shares.bar(bins["lower"], share, width=width, align="edge", color="0.35", alpha=0.45, lw=0)
-    shares.set_ylim(0, max(3 * share.max(), 1e-9))  # the tallest share bar: a third of the axis
-    shares.set_ylabel("share of test samples", color="0.35", fontsize="small")
-    shares.tick_params(axis="y", colors="0.35", labelsize="x-small")
-    shares.grid(False)
-    ax.set_zorder(shares.get_zorder() + 1)
-    ax.patch.set_visible(False)
     solid = bins["count"] >= 5
     for keep, kwargs in (
         (solid, {"color": "tab:blue", "alpha": 0.75, "label": "accuracy"}),
@@ -124,10 +118,20 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
         label="gap to confidence",
     )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
+    # The share of test samples per bin in its own strip below: visible at any scale.
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    strip = make_axes_locatable(ax).append_axes("bottom", size="24%", pad=0.08, sharex=ax)
+    strip.bar(bins["lower"], share, width=width, align="edge", color="0.35", lw=0)
+    strip.set(xlim=(0, 1), ylim=(0, 1.15 * share.max()), xlabel="confidence")
+    strip.set_ylabel("samples", fontsize="x-small")
+    strip.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    strip.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(2))
+    strip.tick_params(labelsize="x-small")
+    ax.tick_params(labelbottom=False)
     ax.set(
         xlim=(0, 1),
         ylim=(0, 1.02),
-        xlabel="confidence",
         ylabel="accuracy",
         title=title or run_title(record) + "\n" + calibration_title(record["metrics"]["test"]),
     )
@@ -537,7 +541,7 @@ def own_class(df: pd.DataFrame) -> plt.Figure:
             x,
             group["effect"],
             yerr=[group["effect"] - group["low"], group["high"] - group["effect"]],
-            marker="o",
+            fmt="o-" if len(group) >= 3 else "o",  # a line only through 3+ states
             capsize=3,
             label=dataset,
         )
