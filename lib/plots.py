@@ -69,27 +69,27 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
 def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
     """Reliability diagram: accuracy per confidence bin (bars) with its 95% bootstrap band
     (black whiskers, when the record has one), the gap to mean confidence (hatched), and the
-    share of test samples per bin (grey, in a strip below the diagram). Bins with
-    fewer than 5 samples are drawn hollow: their accuracy says little."""
+    share of test samples per bin (grey, in a strip below the diagram). Bins with fewer
+    than 5 samples appear in the strip only: their accuracy says nothing."""
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     bins = pd.DataFrame(record["reliability"]["raw"])
     bins = bins[bins["count"] > 0]
-    width = (bins["upper"] - bins["lower"]).to_numpy()
     share = bins["count"] / bins["count"].sum()
-    solid = bins["count"] >= 5
-    for keep, kwargs in (
-        (solid, {"color": "tab:blue", "alpha": 0.75, "label": "accuracy"}),
-        (~solid, {"fill": False, "edgecolor": "tab:blue", "label": "accuracy (< 5 samples)"}),
-    ):
-        if keep.any():
-            ax.bar(
-                bins["lower"][keep],
-                bins["accuracy"][keep],
-                width=width[keep.to_numpy()],
-                align="edge",
-                lw=0.5,
-                **({"edgecolor": "k"} | kwargs),
-            )
+    # A bin of one or two samples has an accuracy of 0 or 1 that says nothing: such bins
+    # are drawn in the share strip only.
+    strip_bins, bins = bins, bins[bins["count"] >= 5]
+    width = (bins["upper"] - bins["lower"]).to_numpy()
+    ax.bar(
+        bins["lower"],
+        bins["accuracy"],
+        width=width,
+        align="edge",
+        lw=0.5,
+        edgecolor="k",
+        color="tab:blue",
+        alpha=0.75,
+        label="accuracy (bins of >= 5 samples)",
+    )
     if "accuracy_low" in bins:
         centers = bins["lower"] + width / 2
         ax.errorbar(
@@ -122,7 +122,14 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
     from mpl_toolkits.axes_grid1 import make_axes_locatable
 
     strip = make_axes_locatable(ax).append_axes("bottom", size="24%", pad=0.08, sharex=ax)
-    strip.bar(bins["lower"], share, width=width, align="edge", color="0.35", lw=0)
+    strip.bar(
+        strip_bins["lower"],
+        share,
+        width=(strip_bins["upper"] - strip_bins["lower"]).to_numpy(),
+        align="edge",
+        color="0.35",
+        lw=0,
+    )
     strip.set(xlim=(0, 1), ylim=(0, 1.15 * share.max()), xlabel="confidence")
     strip.set_ylabel("samples", fontsize="x-small")
     strip.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))

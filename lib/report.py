@@ -29,7 +29,10 @@ def verdict_definitions() -> str:
 
 
 def _signed(x: float) -> str:
-    return f"{x:+.3f}" if pd.notna(x) else "n/a"
+    """+0.012; small effects keep their digits (+3.1e-05, not -0.000)."""
+    if pd.isna(x):
+        return "n/a"
+    return f"{x:+.3f}" if x == 0 or abs(x) >= 0.001 else f"{x:+.1e}"
 
 
 def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> str:

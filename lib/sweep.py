@@ -608,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-report", action="store_true", help="skip the report notebook")
     accept_both_spellings(parser)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a log file sees each line when it is printed
+        sys.stdout.reconfigure(line_buffering=True)
     # The slurm backend's flags follow --backend slurm (its own parser checks them); any
     # other unknown flag is an error now, before a single import of torch.
     args, backend_args = parser.parse_known_args(argv)
