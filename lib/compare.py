@@ -247,7 +247,9 @@ def figure(result: dict[str, Any], name_a: str, name_b: str) -> Any:
     import numpy as np
 
     both, f = result["matched"], result["findings"]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6), gridspec_kw={"width_ratios": [1, 1, 1.6]})
+    fig, axes = plt.subplots(
+        1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.3]}, layout="constrained"
+    )
     for ax, metric in zip(axes[:2], ("test_accuracy", "test_ece"), strict=True):
         if f"{metric}_a" in both and len(both):
             for method, g in both.groupby("method_a" if "method_a" in both else "method"):
@@ -284,7 +286,6 @@ def figure(result: dict[str, Any], name_a: str, name_b: str) -> Any:
     ax.set(xlabel="effect, 95% interval (> 0: the paper's direction)", title="findings")
     ax.legend(fontsize="small")
     fig.suptitle(f"A = {name_a}   B = {name_b}", fontsize="medium")
-    fig.tight_layout()
     return fig
 
 
