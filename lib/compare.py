@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     result = compare(a, b, args.calibration_metric)
     print("\n".join(report_lines(result, name_a, name_b, args.top)))
 
-    from lib.utils import outputs_dir, resolve_path
+    from lib.utils import atomic_write_text, outputs_dir, resolve_path
 
     label = "-vs-".join(
         Path(s).stem if s.endswith(".csv") else Path(s).name for s in (args.study_a, args.study_b)
@@ -322,8 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     fig = figure(result, name_a, name_b)
     fig.savefig(out / "compare.png", dpi=120, bbox_inches="tight")
-    result["matched"].to_csv(out / "deltas.csv", index=False)
-    result["findings"].to_csv(out / "findings.csv", index=False)
+    atomic_write_text(out / "deltas.csv", result["matched"].to_csv(index=False))
+    atomic_write_text(out / "findings.csv", result["findings"].to_csv(index=False))
     print(f"figure {out / 'compare.png'}; per-run deltas {out / 'deltas.csv'}")
     return 0
 
