@@ -525,10 +525,19 @@ def pretrain_folder(settings: dict[str, Any]) -> Path:
 
 def report(study: str) -> Path | None:
     """Execute the report notebook over all records and export it to HTML (its path; None
-    without records). Unchanged records: the existing report is kept."""
+    without records). Unchanged records and code: the existing report is kept."""
     records = sorted((results.study_dir(study) / "records").glob("*.json"))
     output = results.study_dir(study) / "report.ipynb"
-    stamp = Stamp(study, "report", [p.name for p in records])
+    # Re-rendered when a record or the code drawing it changed (the notebook, lib/).
+    code = [NOTEBOOKS / "report.ipynb", *sorted((project_root() / "lib").glob("*.py"))]
+    stamp = Stamp(
+        study,
+        "report",
+        {
+            "records": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in records],
+            "code": hashlib.sha1(b"".join(f.read_bytes() for f in code)).hexdigest(),
+        },
+    )
     if not records:
         return None
     if stamp.fresh and output.with_suffix(".html").is_file():
