@@ -5,19 +5,31 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+LOCK := requirements.lock
 KERNEL := $(VENV)/share/jupyter/kernels/sparse-vp/kernel.json
 FASHION_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PYTHONHASHSEED := 0
 
-.PHONY: setup data study tickets smoke test lint lab bench clean
+.PHONY: setup lock data study tickets smoke test lint lab bench clean distclean
 
 setup: $(INSTALLED) $(KERNEL)
 
-$(INSTALLED): pyproject.toml
+# Every package of the environment at the exact version of the lock file, then this project
+# itself (editable, no dependency resolution: the lock already holds them all).
+$(INSTALLED): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
+
+# Re-resolve the lock file from pyproject.toml (after changing a dependency there); uv
+# resolves for every platform and Python >= 3.11 at once (markers in the file).
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 --universal \
+		--quiet -o $(LOCK)
 
 # The kernel papermill and JupyterLab both use, registered inside the venv.
 $(KERNEL): $(INSTALLED)
@@ -59,5 +71,20 @@ bench: data
 	@status=0; for script in bench/bench_*.py; do echo "== $$script"; \
 		$(PY) $$script || status=1; done; exit $$status
 
+# What can be rebuilt from the records in seconds: figures, reports, results.csv, feature
+# caches, Python caches. Kept: datasets (outputs/data), source models and tickets
+# (outputs/checkpoints, outputs/tickets, tickets/), records, executed run notebooks, the venv.
 clean:
+	@echo "make clean: removing figures, reports, results.csv, report stamps and caches under outputs/"
+	rm -rf outputs/*/figures outputs/*/report.ipynb outputs/*/report.html outputs/*/results.csv \
+		outputs/*/.stamps/report.json outputs/cache outputs/compare
+	find outputs -name '.*.running.ipynb' -delete 2>/dev/null || true
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+	rm -rf .pytest_cache .ruff_cache
+	@echo "kept: outputs/data, outputs/checkpoints, outputs/tickets, records and runs; 'make distclean' removes everything"
+
+# Everything generated: all of outputs/ (datasets, trained source models and tickets,
+# records, executed notebooks, reports) and the venv. The shipped tickets/ stay (git).
+distclean: clean
+	@echo "make distclean: removing outputs/ (data, checkpoints, records, notebooks) and $(VENV)"
 	rm -rf outputs/*/ $(VENV)

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads when a benchmark starts: --help answers at once
+    import torch
 
 # Benchmarks run the real loops; their progress bars would drown the figures.
 os.environ.setdefault("SPARSE_VP_NO_PROGRESS", "1")
@@ -48,6 +49,8 @@ def has_avx512() -> bool:
 
 def machine() -> str:
     """One line: CPU, AVX-512 or not, cores, torch version and threads, date."""
+    import torch
+
     return (
         f"{cpu_name()} ({'AVX-512' if has_avx512() else 'no AVX-512'}), "
         f"{os.cpu_count()} cores, torch {torch.__version__}, "
@@ -73,6 +76,8 @@ def setup(args: argparse.Namespace, name: str) -> None:
     if args.repeats < 1:
         raise SystemExit(f"--repeats must be >= 1; got {args.repeats}")
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     print(f"[{name}] {machine()}", flush=True)
 

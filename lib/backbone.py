@@ -21,6 +21,7 @@ import torch.fx
 import torchvision
 from torch import nn
 
+from lib import archs
 from lib.checkpoints import (  # noqa: F401 - re-exported: lib.backbone's names stay importable
     KEY_PREFIXES,
     STATE_DICT_KEYS,
@@ -111,15 +112,28 @@ def _check_arch(name: str) -> str:
     match = CIFAR_RESNET.fullmatch(name)
     if name in TORCHVISION_ARCHS or (match and (int(match[1]) - 2) % 6 == 0 and int(match[1]) > 2):
         return name
+    if isinstance(name, str) and archs.family(name) != "cnn":  # lib.clip / lib.vit build them
+        return name
     raise ValueError(
         f"unknown architecture {name!r}; choose one of: {', '.join(ARCHS)} "
-        "(or cifar_resnet_N[_W] with N = 6D+2, W the first-stage width)"
+        "(or cifar_resnet_N[_W] with N = 6D+2, W the first-stage width), "
+        f"{', '.join(archs.CLIP_ARCHS)} (open_clip), {', '.join(archs.VIT_ARCHS)} (timm)"
     )
 
 
 def source_size(arch: str) -> int:
-    """Input size the architecture was trained at: 32 for CIFAR ResNets, 224 otherwise."""
-    return 32 if _check_arch(arch).startswith("cifar_resnet") else 224
+    """Input size the architecture was trained at: 32 for CIFAR ResNets, the model config's
+    for CLIP / timm archs, 224 otherwise."""
+    if archs.family(_check_arch(arch)) != "cnn":
+        return archs.source_size(arch)
+    return 32 if arch.startswith("cifar_resnet") else 224
+
+
+def input_stats(arch: str) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """(mean, std) the source normalizes with: CLIP's for clip_* archs, ImageNet's otherwise."""
+    if archs.is_clip(arch):
+        return archs.CLIP_MEAN, archs.CLIP_STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def _build(arch: str, num_classes: int) -> nn.Module:
@@ -241,6 +255,17 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return Normalize().to(images.device)(images)
 
 
+class PreLogits(nn.Module):
+    """timm model -> pre-logits features [N, D] (forward_head with pre_logits=True)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
 def split_features(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     """(features, head) with head(features(x)) == model(x); features shares the model's modules
     (no copies) and maps normalized images to [N, D]. For VGG the features end after the
@@ -255,6 +280,15 @@ def split_features(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     if isinstance(model, CifarResNet):
         m = model
         return nn.Sequential(m.conv, m.bn, m.relu, m.blocks, m.pool, nn.Flatten(1)), m.fc
+    if hasattr(model, "split_features"):  # lib.clip.CLIPClassifier
+        return model.split_features()
+    if type(model).__module__.startswith("timm."):  # lib.vit's models
+        head = model.get_classifier()
+        if not isinstance(head, nn.Linear):
+            raise TypeError(
+                f"{type(model).__name__}: classifier is {type(head).__name__}, not Linear"
+            )
+        return PreLogits(model), head
     raise TypeError(f"unsupported model type {type(model).__name__}; build it by create_backbone")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from lib.archs import family
 from lib.config import ExperimentConfig
 from lib.data import dataset_labels, get_dataset, get_spec
 from lib.sampling import Splits, draw_splits, stratified_subset
@@ -39,7 +40,13 @@ def missing_files(cfg: ExperimentConfig) -> list[str]:
 
 def check_files(cfg: ExperimentConfig) -> None:
     """Fail before any compute when a checkpoint the config needs is missing."""
-    missing = [p for p in source_files(cfg) if not p.is_file()]
+    kind = source_kind(cfg)
+    missing = [p for p in kind.required(cfg) if not p.is_file()]
+    if missing and family(cfg.arch) != "cnn":  # CLIP / ViT: one named file
+        raise FileNotFoundError(
+            f"{cfg.arch} {cfg.network}: missing {kind.file_role(cfg)} "
+            f"{', '.join(map(str, missing))}"
+        )
     if missing:
         root = cfg.pretrained_path
         found = sorted(p.name for p in root.glob("*_checkpoint.pth")) if root.is_dir() else []

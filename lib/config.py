@@ -21,20 +21,25 @@ from typing import Any
 from lib.paths import check_name
 
 METHODS = ("lp", "vp")
-NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo")  # lib.sources.SOURCES
+# the kinds of lib.sources.SOURCES
+NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo", "magnitude_pruned")
 MAPPINGS = ("ilm", "flm", "rlm", "linear")
-PROMPTS = ("expansive", "pad")
+PROMPTS = ("expansive", "pad", "additive")  # additive: CLIP's (lib.clip.AdditivePrompt)
 # Where the expansive prompt is learned besides the border: auto = lower_triangle for abide
 # (the paper's ABIDE.get_mask(): the connectivity image fills the strict upper triangle, the
 # prompt the lower triangle and diagonal), border elsewhere.
 PROMPT_MASKS = ("auto", "border", "lower_triangle")
 BITS = (2, 3, 4, 5, 6, 7, 8, 32)
-SCHEDULES = ("multistep", "cosine")  # learning-rate schedules of lib.train
+SCHEDULES = ("multistep", "cosine", "cosine_step")  # lib.train; cosine_step: per batch
+OPTIMIZERS = ("adam", "sgd")  # sgd: momentum 0.9 (ilm_clip.py)
 # Settings that do not change what a run computes: not part of its identity.
 NOT_IN_KEY = ("wandb", "tensorboard", "num_workers", "data_root")
 # IMP prunes this share of the surviving weights per level (the lottery-ticket work), so
 # sparsity state k keeps kept_fraction(k) = 0.8**k of the prunable weights.
 PRUNE_FRACTION = 0.2
+# Fields added with the CLIP / ViT arms: at these defaults they stay out of the identity, so
+# the run keys of existing studies do not change.
+LATER_FIELDS = {"prune_sparsity": 0.0, "templates": "seed", "optimizer": "adam"}
 # The paper's scripts spell the networks differently; accepted on the command line.
 NETWORK_ALIASES = {"LT": "ticket", "lt": "ticket", "random": "random_pruned"}
 
@@ -94,8 +99,8 @@ class ExperimentConfig:
     study: str = "adhoc"  # folder under outputs/ that collects the records
     dataset: str = "mnist"  # target dataset (lib.data.DATASETS)
     data_root: str = ""  # "" = $SPARSE_VP_DATA or outputs/data
-    arch: str = "cifar_resnet_20_8"  # source architecture (lib.backbone.ARCHS)
-    network: str = "dense"  # dense | ticket | random_pruned | quantized | sparsezoo
+    arch: str = "cifar_resnet_20_8"  # source architecture (lib.backbone.ARCHS, clip_*, ViTs)
+    network: str = "dense"  # NETWORKS: dense | ticket | ... | magnitude_pruned (CLIP, ViT)
     sparsity: int = 0  # IMP state k: the ticket keeps 0.8**k of its prunable weights
     # tickets live here; the default is the shipped release (params/tickets.yaml)
     pretrained_dir: str = "tickets/glyphs-v1/seed{source_seed}"
@@ -108,7 +113,7 @@ class ExperimentConfig:
     mapping: str = "ilm"  # vp only: ilm | flm | rlm | linear
     per_target: int = 1  # vp only: source classes averaged per target class
     mapping_interval: int = 1  # ilm: recompute the mapping every k epochs
-    prompt: str = "expansive"  # vp only: expansive | pad
+    prompt: str = "expansive"  # vp only: expansive | pad | additive (CLIP)
     target_size: int = 0  # vp: inner image size; 0 = the dataset's (paper: 32 or 128)
     pad: int = 30  # pad prompter only: width of the learnable frame
     learn_scale: bool = False  # vp: learn the inner image size (AutoVP style)
@@ -134,6 +139,9 @@ class ExperimentConfig:
     num_workers: int = 0  # DataLoader workers (paper-scale image folders)
     wandb: bool = False  # log to Weights & Biases with the paper's keys (optional)
     tensorboard: bool = False  # log to TensorBoard under outputs/<study>/tensorboard (optional)
+    prune_sparsity: float = 0.0  # magnitude_pruned only: fraction of weights removed, one shot
+    templates: str = "seed"  # CLIP only: seed (ilm_clip.py's 81, every dataset) | dataset
+    optimizer: str = "adam"  # vp: adam (the paper) | sgd (momentum 0.9, ilm_clip.py)
 
     def __post_init__(self) -> None:
         from lib.backbone import source_size
@@ -154,6 +162,16 @@ class ExperimentConfig:
         _choices("act_bits", self.act_bits, BITS)
         _choices("device", self.device, ("auto", "cpu", "cuda"))
         _choices("schedule", self.schedule, SCHEDULES)
+        _choices("optimizer", self.optimizer, OPTIMIZERS)
+        from lib.clip import check_config as check_clip
+
+        check_clip(self)  # templates, the additive prompt (the network: lib.sources)
+        if not 0 <= self.prune_sparsity < 1:
+            raise ValueError(f"prune_sparsity must be in (0, 1), got {self.prune_sparsity!r}")
+        if self.schedule == "cosine_step" and self.method != "vp":
+            raise ValueError("schedule 'cosine_step' (per batch) is for method 'vp'")
+        if self.optimizer != "adam" and self.method != "vp":
+            raise ValueError(f"optimizer {self.optimizer!r} is for method 'vp'; LP uses adam")
         _choices("n_shot_policy", self.n_shot_policy, N_SHOT_POLICIES)
         _choices("selection", self.selection, SELECTIONS)
         _choices("val_shots", self.val_shots, VAL_SHOTS)
@@ -168,7 +186,7 @@ class ExperimentConfig:
             )
         if not isinstance(self.sparsity, int) or not 0 <= self.sparsity <= 30:
             raise ValueError(f"sparsity state must be an int in 0..30, got {self.sparsity!r}")
-        source_kind(self).check(self)  # what the network kind needs (lib.sources)
+        source_kind(self).validate(self)  # what the network kind needs (lib.sources)
         if self.wandb and importlib.util.find_spec("wandb") is None:
             raise ValueError("wandb=True needs the wandb package: pip install wandb")
         if self.n_shot != -1:
@@ -196,7 +214,11 @@ class ExperimentConfig:
                     f"target_size {self.target_size} must be in 1..{self.source_size} "
                     f"(the source size of {self.arch}), or 0 for the dataset's default"
                 )
-        if self.method == "vp" and self.prompt == "pad" and not 0 < 2 * self.pad < self.source_size:
+        if (
+            self.method == "vp"
+            and self.prompt in ("pad", "additive")
+            and not 0 < 2 * self.pad < self.source_size
+        ):
             raise ValueError(f"pad {self.pad} must be in 1..{(self.source_size - 1) // 2}")
 
     # Derived values: computed from fields, never set by hand.
@@ -211,7 +233,7 @@ class ExperimentConfig:
         """Size the images are loaded at: the source size for LP, the inner size for VP."""
         from lib.data import get_spec
 
-        if self.method == "lp" or self.prompt == "pad":
+        if self.method == "lp" or self.prompt in ("pad", "additive"):
             return self.source_size
         return self.target_size or min(get_spec(self.dataset).vp_size, self.source_size)
 
@@ -252,7 +274,11 @@ class ExperimentConfig:
     @property
     def run_key(self) -> str:
         """Readable, unique name of the run: what varies in studies, plus a hash of the rest."""
-        identity = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY}
+        identity = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in NOT_IN_KEY and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
+        }
         digest = hashlib.sha1(
             json.dumps(identity, sort_keys=True, default=str).encode()
         ).hexdigest()[:8]

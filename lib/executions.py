@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lib import paths, results
-from lib.utils import project_root
+from lib import console, paths, results
+from lib.utils import HEADLESS_ENV, project_root
 
 if TYPE_CHECKING:
     from lib.config import ExperimentConfig
@@ -71,6 +71,7 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> Non
 
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp, failed = paths.running_notebook(output), paths.failed_notebook(output)
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: no tqdm redraws in the notebook
     try:
         papermill.execute_notebook(
             str(NOTEBOOKS / name),
@@ -80,6 +81,7 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> Non
             cwd=str(project_root()),
             progress_bar=False,
             log_output=False,
+            extra_arguments=list(console.KERNEL_ARGUMENTS),
         )
     except BaseException:
         if tmp.exists():

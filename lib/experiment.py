@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lib import results
-from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, fold_batchnorm, freeze, split_features
+from lib.backbone import fold_batchnorm, freeze, input_stats, split_features
 from lib.checks import (  # noqa: F401 - re-exported: lib.experiment's names stay importable
     LIST_PARAMETERS,
     NOTEBOOK_PARAMETERS,
@@ -34,6 +34,7 @@ from lib.checks import (  # noqa: F401 - re-exported: lib.experiment's names sta
     validate,
 )
 from lib.config import ExperimentConfig
+from lib.console import run_line
 from lib.data import as_tensors, dataset_labels, get_dataset, get_spec
 from lib.features import (  # noqa: F401 - re-exported
     CACHE_ENV,
@@ -47,7 +48,7 @@ from lib.sampling import stratified_subset
 from lib.sources import source_kind
 from lib.tracking import track_run
 from lib.train import Batches, Data, Normalized, subset, transfer_lp, transfer_vp
-from lib.utils import get_device, progress, set_seed
+from lib.utils import get_device, headless_kernel, progress, set_seed
 
 # Fields that may differ between configs sharing one source model, data and features.
 PER_RUN_FIELDS = (
@@ -121,7 +122,7 @@ def _calibration_batches(pool: Data, cfg: ExperimentConfig) -> list[torch.Tensor
         generator=torch.Generator().manual_seed(0),
     )[:n]
     images, _ = next(iter(Batches(subset(pool, index), n)))
-    prep = Normalized(nn.Identity(), cfg.source_size, IMAGENET_MEAN, IMAGENET_STD)
+    prep = Normalized(nn.Identity(), cfg.source_size, *input_stats(cfg.arch))
     return list(prep(images).split(128))
 
 
@@ -162,7 +163,7 @@ def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, A
     if base.method == "lp":
         t0 = time.perf_counter()
         features, _ = split_features(fast)
-        extractor = Normalized(features, base.source_size, IMAGENET_MEAN, IMAGENET_STD)
+        extractor = Normalized(features, base.source_size, *input_stats(base.arch))
         extractor = freeze(extractor).to(device)
         train_features = cached_features(base, extractor, pool, "train", device)
         test_features = cached_features(base, extractor, test, "test", device)
@@ -178,4 +179,6 @@ def _run_group(configs: list[ExperimentConfig], force: bool) -> list[dict[str, A
         record = results.make_record(cfg, split, labels, run, source, device, shared, started)
         results.write_record(record)
         track_run(cfg, record)  # optional TensorBoard / W&B (cfg.tensorboard, cfg.wandb)
+        if headless_kernel():  # the bars are off there: one line per run instead
+            print(run_line(record), flush=True)
     return [results.read_record(results.record_path(c.study, c.run_key)) for c in configs]

@@ -37,6 +37,7 @@ def _feature_cache_path(cfg: ExperimentConfig, split: str) -> Path:
         weights=cfg.weights,
         bits=(cfg.weight_bits, cfg.act_bits),
         files=files,
+        **({"prune_sparsity": cfg.prune_sparsity} if cfg.prune_sparsity else {}),
         dataset=cfg.dataset,
         root=str(cfg.root),
         split=split,

@@ -20,8 +20,15 @@ from lib.utils import atomic_torch_save, atomic_write_json
 
 
 def prunable_names(model: nn.Module) -> list[str]:
-    """Names of conv and linear weights: the tensors pruning and masks act on."""
-    return [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    """Names of conv and linear weights (and nn.MultiheadAttention's packed input projection,
+    as in CLIP): the tensors pruning and masks act on."""
+    names = []
+    for n, m in model.named_modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            names.append(f"{n}.weight")
+        elif isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
+            names.append(f"{n}.in_proj_weight")
+    return names
 
 
 def _not_binary(t: torch.Tensor) -> bool:
@@ -93,7 +100,7 @@ def _mask_name(key: str) -> str:
     name = strip_prefixes(key)
     for suffix in ("_mask", ".mask"):
         name = name.removesuffix(suffix)
-    return name if name.endswith(".weight") else name + ".weight"
+    return name if name.endswith((".weight", ".in_proj_weight")) else name + ".weight"
 
 
 def apply_mask(
@@ -145,3 +152,43 @@ def sparsity_report(model: nn.Module) -> dict[str, Any]:
 def sparsity(model: nn.Module) -> float:
     """Fraction of zero weights over all conv and linear weights."""
     return sparsity_report(model)["sparsity"]
+
+
+# ---------------------------------------------------------------- pruning (pure functions)
+
+
+def _count(mask: Mask, fraction: float) -> int:
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    surviving = sum(int(m.sum()) for m in mask.values())
+    return round(fraction * surviving)
+
+
+def _remove(mask: Mask, scores: torch.Tensor, n: int) -> Mask:
+    """Zero the `n` surviving entries with the lowest scores (flat order over the mask)."""
+    flat = torch.cat([m.flatten() for m in mask.values()])
+    alive = flat.nonzero().squeeze(1)
+    drop = alive[torch.topk(scores[alive], n, largest=False).indices]
+    flat[drop] = 0.0
+    out, offset = Mask(), 0
+    for name, m in mask.items():
+        out[name] = flat[offset : offset + m.numel()].view_as(m).clone()  # own storage
+        offset += m.numel()
+    return out
+
+
+def prune(model: nn.Module, mask: Mask, fraction: float) -> Mask:
+    """New mask removing `fraction` of the surviving weights: those of smallest magnitude
+    under one global ranking over every tensor in `mask` (exactly round(fraction * surviving)
+    weights, ties broken by position)."""
+    params = dict(model.named_parameters())
+    scores = torch.cat([params[n].detach().abs().flatten().cpu().float() for n in mask])
+    return _remove(mask, scores, _count(mask, fraction))
+
+
+def random_prune(mask: Mask, fraction: float, seed: int) -> Mask:
+    """Random control: remove round(fraction * surviving) weights drawn uniformly over all
+    surviving weights (global, so each layer loses `fraction` of its weights in expectation)."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.rand(sum(m.numel() for m in mask.values()), generator=generator)
+    return _remove(mask, scores, _count(mask, fraction))

@@ -7,14 +7,17 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
 
 from lib.config import kept_fraction
-from lib.findings import CALIBRATION_METRICS, mapping_quality
+from lib.console import shots_label
+from lib.findings import CALIBRATION_METRICS, hierarchical_mean, mapping_quality
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 METHOD_NAMES = {"lp": "LP", "vp": "VP (ILM)"}
@@ -34,7 +37,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     """Add the columns the figures facet on: nominal sparsity %, shots label, method label."""
     df = frame.copy()
     df["sparsity_pct"] = (100 * (1 - kept_fraction(df["sparsity"]))).round(1)
-    df["shots"] = df["n_shot"].map(lambda n: "full" if n == -1 else f"{n}-shot")
+    df["shots"] = df["n_shot"].map(shots_label)
     df["Method"] = df["method"].map(METHOD_NAMES).fillna(df["method"])
     order = sorted(df["n_shot"].unique(), key=lambda n: np.inf if n == -1 else n)
     df["shots"] = pd.Categorical(df["shots"], [("full" if n == -1 else f"{n}-shot") for n in order])
@@ -47,7 +50,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
 def history(records: list[dict[str, Any]]) -> plt.Figure:
     """Training curves of each run: train loss, train/val accuracy, val ECE."""
     rows = [
-        {**h, "run": f"{r['params']['n_shot']}-shot s{r['params']['seed']}"}
+        {**h, "run": f"{shots_label(r['params']['n_shot'])} s{r['params']['seed']}"}
         for r in records
         for h in r["history"]
     ]
@@ -66,22 +69,27 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
 
 def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
     """Reliability diagram: accuracy per confidence bin (bars) with its 95% bootstrap band
-    (black whiskers, when the record has one), mean confidence (the hatched gap's other
-    end) and the share of test samples per bin (grey, bottom)."""
+    (black whiskers, when the record has one), the gap to mean confidence (hatched), and the
+    share of test samples per bin (grey, in a strip below the diagram). Bins with fewer
+    than 5 samples appear in the strip only: their accuracy says nothing."""
     ax = ax or plt.subplots(figsize=(4, 4))[1]
     bins = pd.DataFrame(record["reliability"]["raw"])
     bins = bins[bins["count"] > 0]
+    share = bins["count"] / bins["count"].sum()
+    # A bin of one or two samples has an accuracy of 0 or 1 that says nothing: such bins
+    # are drawn in the share strip only.
+    strip_bins, bins = bins, bins[bins["count"] >= 5]
     width = (bins["upper"] - bins["lower"]).to_numpy()
     ax.bar(
         bins["lower"],
         bins["accuracy"],
         width=width,
         align="edge",
-        color="tab:blue",
-        alpha=0.7,
-        edgecolor="k",
         lw=0.5,
-        label="accuracy",
+        edgecolor="k",
+        color="tab:blue",
+        alpha=0.75,
+        label="accuracy (bins of >= 5 samples)",
     )
     if "accuracy_low" in bins:
         centers = bins["lower"] + width / 2
@@ -89,8 +97,8 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
             centers,
             bins["accuracy"],
             yerr=[
-                bins["accuracy"] - bins["accuracy_low"],
-                bins["accuracy_high"] - bins["accuracy"],
+                (bins["accuracy"] - bins["accuracy_low"]).clip(lower=0),
+                (bins["accuracy_high"] - bins["accuracy"]).clip(lower=0),
             ],
             fmt="none",
             ecolor="k",
@@ -110,20 +118,48 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
         lw=0.8,
         label="gap to confidence",
     )
-    share = bins["count"] / bins["count"].sum()
-    ax.bar(
-        bins["lower"], 0.15 * share, width=width, align="edge", color="0.4", label="samples (share)"
-    )
     ax.plot([0, 1], [0, 1], "k--", lw=1)
+    # The share of test samples per bin in its own strip below: visible at any scale.
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+    strip = make_axes_locatable(ax).append_axes("bottom", size="24%", pad=0.08, sharex=ax)
+    strip.bar(
+        strip_bins["lower"],
+        share,
+        width=(strip_bins["upper"] - strip_bins["lower"]).to_numpy(),
+        align="edge",
+        color="0.35",
+        lw=0,
+    )
+    strip.set(xlim=(0, 1), ylim=(0, 1.15 * share.max()), xlabel="confidence")
+    strip.set_ylabel("samples", fontsize="x-small")
+    strip.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    strip.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(2))
+    strip.tick_params(labelsize="x-small")
+    ax.tick_params(labelbottom=False)
     ax.set(
         xlim=(0, 1),
-        ylim=(0, 1),
-        xlabel="confidence",
+        ylim=(0, 1.02),
         ylabel="accuracy",
-        title=title or calibration_title(record["metrics"]["test"]),
+        title=title or run_title(record) + "\n" + calibration_title(record["metrics"]["test"]),
     )
     ax.legend(loc="upper left", fontsize="x-small")
     return ax
+
+
+def run_title(record: dict[str, Any]) -> str:
+    """'mnist, 10-shot, seed 1, source 0, ticket 93% sparse, VP (ILM)': which run a panel shows."""
+    p = record["params"]
+    network = p["network"] if p["network"] != "ticket" else "ticket"
+    if p.get("sparsity"):
+        network += f" {100 * (1 - kept_fraction(p['sparsity'])):.0f}% sparse"
+    if p["network"] == "quantized":
+        network += f" W{p['weight_bits']}A{p['act_bits']}"
+    source = f", source {p['source_seed']}" if "source_seed" in p else ""
+    return (
+        f"{p['dataset']}, {shots_label(p['n_shot'])}, seed {p['seed']}{source}, {network}, "
+        f"{METHOD_NAMES.get(p['method'], p['method'])}"
+    )
 
 
 def calibration_title(m: dict[str, Any]) -> str:
@@ -140,19 +176,29 @@ def calibration_title(m: dict[str, Any]) -> str:
 
 
 def prompt_image(pattern: torch.Tensor, ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
-    """The learned border (sigmoid(delta) * mask), contrast-stretched to be visible."""
-    ax = ax or plt.subplots(figsize=(3, 3))[1]
-    img = pattern.detach().float().permute(1, 2, 0).numpy()
-    if img.max() > img.min():
-        img = (img - img.min()) / (img.max() - img.min())
-    ax.imshow(img, interpolation="nearest")
-    ax.set(title=title or "learned prompt", xticks=[], yticks=[])
+    """The learned prompt (sigmoid(delta) * mask), mean over the RGB channels, on a color
+    scale with its colorbar; the image's own area (not learned) is left blank (grey)."""
+    ax = ax or plt.subplots(figsize=(3.6, 3))[1]
+    values = pattern.detach().float()
+    learned = (values != 0).any(0).numpy()
+    image = np.where(learned, values.mean(0).numpy(), np.nan)
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("0.85")
+    shown = ax.imshow(image, interpolation="nearest", cmap=cmap)
+    bar = ax.figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    bar.set_label("prompt value (mean over RGB)", fontsize="small")
+    ax.set(title=title or "learned prompt (grey: the target image)", xticks=[], yticks=[])
     return ax
 
 
 def run_overview(record: dict[str, Any], pattern: torch.Tensor | None) -> plt.Figure:
     """Reliability diagram and, for VP, the learned prompt of one run."""
-    fig, axes = plt.subplots(1, 2 if pattern is not None else 1, figsize=(8, 4), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        2 if pattern is not None else 1,
+        figsize=(10 if pattern is not None else 5, 4.6),
+        squeeze=False,
+    )
     reliability(record, axes[0, 0])
     if pattern is not None:
         prompt_image(pattern, axes[0, 1])
@@ -173,83 +219,280 @@ def mapping_table(record: dict[str, Any], target_classes: tuple[str, ...] | None
 # ---------------------------------------------------------------- the study
 
 
-def versus_sparsity(df: pd.DataFrame, metric: str, label: str) -> sns.FacetGrid:
-    """`metric` vs sparsity per dataset (rows) and n-shot (columns), LP vs VP, sd over seeds."""
+def _states_line(ax: plt.Axes, g: pd.DataFrame, x: str, y: str, shift: float, **style: Any):
+    """Mean and sd of `y` per value of `x`: markers with error bars, joined by a line only
+    where the method was measured at three or more states (two points are not a curve)."""
+    stats = g.groupby(x)[y].agg(["mean", "std", "count"]).reset_index().sort_values(x)
+    joined = len(stats) >= 3
+    return ax.errorbar(
+        stats[x] + shift,
+        stats["mean"],
+        yerr=stats["std"].fillna(0),
+        fmt="o-" if joined else "o",
+        ms=5,
+        capsize=3,
+        lw=1.3 if joined else 0,
+        elinewidth=1,
+        **style,
+    )
+
+
+def chance_level(dataset: str) -> float | None:
+    """1 / classes of the dataset (None when the registry does not know it)."""
+    from lib.data import get_spec
+
+    try:
+        return 1.0 / get_spec(dataset).num_classes
+    except ValueError:
+        return None
+
+
+def versus_sparsity(df: pd.DataFrame, metric: str, label: str, chance: bool = False) -> plt.Figure:
+    """`metric` vs sparsity per dataset (rows) and n-shot (columns), LP vs VP: mean and sd
+    over runs (transfer seeds x source models) at each measured state; lines only through
+    three or more measured states; `chance`: the dataset's chance accuracy, dotted."""
     data = tidy(df[df["network"].isin(["dense", "ticket"])])
-    grid = sns.relplot(
-        data,
-        x="sparsity_pct",
-        y=metric,
-        hue="Method",
-        style="Method",
-        row="dataset",
-        col="shots",
-        kind="line",
-        marker="o",
-        errorbar="sd",
-        height=2.6,
-        aspect=1.2,
-        facet_kws={"sharey": "row"},
+    datasets, shots = (
+        sorted(data["dataset"].unique()),
+        [s for s in data["shots"].cat.categories if (data["shots"] == s).any()],
     )
-    grid.set_axis_labels("sparsity (%)", label)
-    grid.set_titles("{row_name} | {col_name}")
-    return grid
-
-
-def networks(df: pd.DataFrame) -> plt.Figure:
-    """Dense vs IMP ticket vs random pruning at the same sparsity (all n-shots pooled)."""
-    states = sorted(df.loc[df["network"] == "random_pruned", "sparsity"].unique())
-    data = tidy(
-        df[
-            df["network"].isin(["dense", "ticket", "random_pruned"])
-            & (df["sparsity"].isin([0, *states]))
-        ]
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(shots),
+        figsize=(3.4 * len(shots) + 1.6, 2.6 * len(datasets) + 0.6),
+        squeeze=False,
+        sharex=True,
+        sharey="row",
     )
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for ax, (metric, label) in zip(
-        axes, (("test_accuracy", "test accuracy"), ("test_ece", "test ECE")), strict=True
-    ):
-        sns.barplot(data, x="sparsity_pct", y=metric, hue="network", ax=ax, errorbar="sd")
-        ax.set(xlabel="sparsity (%)", ylabel=label)
-    fig.suptitle("IMP ticket vs random pruning (mean ± sd over datasets, methods, seeds)")
+    methods = sorted(data["Method"].unique())
+    colors = dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=True))
+    for (i, dataset), (j, shot) in itertools.product(enumerate(datasets), enumerate(shots)):
+        ax = axes[i, j]
+        d = data[(data["dataset"] == dataset) & (data["shots"] == shot)]
+        for k, method in enumerate(methods):
+            g = d[d["Method"] == method]
+            if not g.empty:
+                _states_line(
+                    ax,
+                    g,
+                    "sparsity_pct",
+                    metric,
+                    (k - 0.5) * 1.2,
+                    color=colors[method],
+                    label=method,
+                )
+        level = chance_level(dataset) if chance else None
+        if level is not None:
+            ax.axhline(level, color="0.4", ls=":", lw=1, label="chance")
+        ax.set_title(f"{dataset}, {shot}", fontsize="medium")
+        ax.set(
+            xlabel="sparsity (%)" if i == len(datasets) - 1 else "", ylabel=label if j == 0 else ""
+        )
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.flat:  # every facet's legend entries (a facet may lack a method)
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.tight_layout()
     return fig
 
 
+def paired_effects(df: pd.DataFrame, metric: str, label: str) -> plt.Figure:
+    """The direct answer to "does sparsity hurt?": per dataset (panels) and n-shot (x), the
+    paired difference sparsest ticket - dense (same dataset, n-shot, transfer seed, source
+    model), LP and VP side by side, mean and 95% hierarchical-bootstrap interval
+    (lib.findings.hierarchical_mean); the number of pairs under each point."""
+    from lib.findings import dense_vs_ticket, ticket_states
+
+    rows = []
+    for method in ("lp", "vp"):
+        if not ticket_states(df, method):
+            continue
+        diffs = dense_vs_ticket(df, method, metric)
+        state = max(ticket_states(df, method))
+        for (dataset, n_shot), values in diffs.groupby(level=["dataset", "n_shot"]):
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "n_shot": n_shot,
+                    "method": method,
+                    "state": state,
+                    **hierarchical_mean(values),
+                }
+            )
+    table = pd.DataFrame(rows)
+    if table.empty:
+        fig, ax = plt.subplots(figsize=(5, 1.5))
+        ax.set_axis_off()
+        ax.text(0.5, 0.5, "no dense-ticket pairs in this study", ha="center", va="center")
+        return fig
+    datasets = sorted(table["dataset"].unique())
+    shots = sorted(table["n_shot"].unique(), key=lambda n: np.inf if n == -1 else n)
+    fig, axes = plt.subplots(
+        1, len(datasets), figsize=(3.6 * len(datasets) + 1.4, 3.4), squeeze=False, sharey=True
+    )
+    colors = dict(zip(("lp", "vp"), sns.color_palette("colorblind", 2), strict=True))
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        d = table[table["dataset"] == dataset]
+        for k, method in enumerate(("lp", "vp")):
+            g = d[d["method"] == method]
+            if g.empty:
+                continue
+            x = np.array([shots.index(n) for n in g["n_shot"]]) + (k - 0.5) * 0.25
+            percent = 100 * (1 - kept_fraction(g["state"].iloc[0]))
+            ax.errorbar(
+                x,
+                g["effect"],
+                yerr=[g["effect"] - g["low"], g["high"] - g["effect"]],
+                fmt="o",
+                capsize=3,
+                color=colors[method],
+                label=f"{METHOD_NAMES[method]} ({percent:.0f}% sparse)",
+            )
+            for xi, (_, row) in zip(x, g.iterrows(), strict=True):
+                ax.annotate(
+                    f"n={row['pairs']}",
+                    (xi, row["low"]),
+                    textcoords="offset points",
+                    xytext=(0, -11),
+                    ha="center",
+                    fontsize="x-small",
+                    color="0.3",
+                )
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(range(len(shots)), [shots_label(n) for n in shots])
+        ax.set_xlim(-0.6, len(shots) - 0.4)
+        ax.set_title(dataset, fontsize="medium")
+        ax.set(xlabel="training images per class")
+    axes[0, 0].set_ylabel(label)
+    handles, labels = [], []
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.92))
+    fig.tight_layout()
+    return fig
+
+
+def _matched(df: pd.DataFrame, keys: list[str], sides: dict[str, pd.Series]) -> pd.DataFrame:
+    """Rows of each side that have a partner on every other side with the same `keys`."""
+    frames = {name: df[mask].assign(side=name) for name, mask in sides.items()}
+    common = None
+    for frame in frames.values():
+        index = frame.set_index(keys).index
+        common = index if common is None else common.intersection(index)
+    out = [f[f.set_index(keys).index.isin(common)] for f in frames.values()]
+    return pd.concat(out) if out else df.iloc[:0]
+
+
+def _side_by_side(data: pd.DataFrame, order: list[str], metrics: tuple, title: str) -> plt.Figure:
+    """Per method (rows) and metric (columns): mean and sd per n-shot of each side."""
+    methods = sorted(data["Method"].unique())
+    fig, axes = plt.subplots(
+        len(methods),
+        len(metrics),
+        figsize=(5.2 * len(metrics), 3 * len(methods) + 0.5),
+        squeeze=False,
+    )
+    for (i, method), (j, (metric, label)) in itertools.product(
+        enumerate(methods), enumerate(metrics)
+    ):
+        ax = axes[i, j]
+        sns.pointplot(
+            data[data["Method"] == method],
+            x="shots",
+            y=metric,
+            hue="side",
+            hue_order=order,
+            errorbar="sd",
+            dodge=0.3,
+            linestyle="none",
+            capsize=0.1,
+            ax=ax,
+            legend=(i == 0 and j == len(metrics) - 1),
+        )
+        ax.set(xlabel="training images per class", ylabel=label, title=f"{method}")
+    if axes[0, -1].get_legend():
+        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1, 1), title="")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def networks(df: pd.DataFrame) -> plt.Figure:
+    """Dense vs IMP ticket vs random pruning, matched: only the (dataset, n-shot, method,
+    transfer seed, source model) that have all three; mean and sd over those runs."""
+    state = int(df.loc[df["network"] == "random_pruned", "sparsity"].max())
+    keys = [k for k in ("dataset", "n_shot", "method", "seed", "source_seed") if k in df]
+    percent = 100 * (1 - kept_fraction(state))
+    data = tidy(
+        _matched(
+            df,
+            keys,
+            {
+                "dense": df["network"] == "dense",
+                f"ticket {percent:.0f}%": (df["network"] == "ticket") & (df["sparsity"] == state),
+                f"random {percent:.0f}%": (df["network"] == "random_pruned")
+                & (df["sparsity"] == state),
+            },
+        )
+    )
+    names = list(dict.fromkeys(data["side"]))
+    where = ", ".join(sorted(data["dataset"].unique()))
+    return _side_by_side(
+        data,
+        names,
+        (("test_accuracy", "test accuracy"), ("test_ece", "test ECE")),
+        f"IMP ticket vs random pruning at state {state}, matched runs only ({where})",
+    )
+
+
 def reliability_pair(records: list[dict[str, Any]], dataset: str) -> plt.Figure:
-    """Reliability diagrams of dense vs the sparsest ticket, LP and VP, full data, seed 1."""
+    """Reliability diagrams of dense vs the sparsest ticket, LP and VP: one run each, full
+    data (else the most shots), the lowest transfer seed and source model present in all
+    panels; each panel's title names its run."""
     pick = [
         r
         for r in records
-        if r["params"]["dataset"] == dataset
-        and r["params"]["network"] in ("dense", "ticket")
-        and r["params"]["n_shot"] == -1
+        if r["params"]["dataset"] == dataset and r["params"]["network"] in ("dense", "ticket")
     ]
+    shots = [r["params"]["n_shot"] for r in pick]
+    n_shot = -1 if -1 in shots else max(shots, default=-1)
+    pick = [r for r in pick if r["params"]["n_shot"] == n_shot]
     sparsest = max((r["params"]["sparsity"] for r in pick), default=0)
-    fig, axes = plt.subplots(2, 2, figsize=(8, 8))
+
+    def first(method: str, state: int) -> dict[str, Any] | None:
+        match = [
+            r for r in pick if r["params"]["method"] == method and r["params"]["sparsity"] == state
+        ]
+        return min(
+            match,
+            key=lambda r: (r["params"].get("source_seed", 0), r["params"]["seed"]),
+            default=None,
+        )
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 9.5))
     for i, method in enumerate(("lp", "vp")):
         for j, state in enumerate((0, sparsest)):
-            match = sorted(
-                (
-                    r
-                    for r in pick
-                    if r["params"]["method"] == method and r["params"]["sparsity"] == state
-                ),
-                key=lambda r: r["params"]["seed"],
-            )
-            if match:
-                m = match[0]["metrics"]["test"]
-                reliability(
-                    match[0],
-                    axes[i, j],
-                    title=(
-                        f"{METHOD_NAMES[method]}, {100 * (1 - kept_fraction(state)):.0f}% sparse\n"
-                        + calibration_title(m)
-                    ),
-                )
-            else:
+            record = first(method, state)
+            if record is None:
                 axes[i, j].set_axis_off()
-    fig.suptitle(f"{dataset}: dense vs sparsest ticket")
+                continue
+            m = record["metrics"]["test"]
+            p = record["params"]
+            reliability(
+                record,
+                axes[i, j],
+                title=(
+                    f"{METHOD_NAMES[method]}, {100 * (1 - kept_fraction(state)):.0f}% sparse, "
+                    f"seed {p['seed']}, source {p.get('source_seed', 0)}\n" + calibration_title(m)
+                ),
+            )
+    fig.suptitle(f"{dataset}, {shots_label(n_shot)}: dense vs sparsest ticket (one run each)")
     fig.tight_layout()
     return fig
 
@@ -306,12 +549,21 @@ def own_class(df: pd.DataFrame) -> plt.Figure:
             x,
             group["effect"],
             yerr=[group["effect"] - group["low"], group["high"] - group["effect"]],
-            marker="o",
+            fmt="o-" if len(group) >= 3 else "o",  # a line only through 3+ states
             capsize=3,
             label=dataset,
         )
-    ax.set(xlabel="sparsity (%)", ylabel="classes mapped to own glyph", ylim=(-0.02, 1.02))
-    ax.set_title("ILM mapping quality (mean, 95% interval over source models and seeds)")
+    top = float(table["high"].max()) if not table.empty else 1.0
+    ax.set(
+        xlabel="sparsity (%)",
+        ylabel="share of classes mapped\nto their own glyph",
+        ylim=(-0.01, min(1.02, max(0.1, 1.25 * top))),
+    )
+    ax.set_title(
+        "ILM mapping quality: digits mapped to their own glyph\n"
+        "(mean, 95% interval over source models and seeds; n-shots pooled)",
+        fontsize="medium",
+    )
     if ax.has_data():
         ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
     return fig
@@ -352,63 +604,85 @@ def paper_metric(df: pd.DataFrame) -> plt.Figure:
 
 
 def _lines_vs_sparsity(
-    df: pd.DataFrame, columns: dict[str, str], hue: str, ylabel: str, **relplot: Any
+    df: pd.DataFrame,
+    columns: dict[str, str],
+    hue: str,
+    ylabel: str,
+    style: str | None = None,
+    col: str = "dataset",
+    row: str | None = None,
+    height: float = 2.6,
+    aspect: float = 1.3,
 ) -> plt.Figure:
-    """One line per column of `columns` (renamed by it, told apart by `hue`) vs sparsity,
-    dense and tickets, mean and sd over seeds."""
+    """One series per column of `columns` (renamed by it, told apart by color) vs sparsity,
+    dense and tickets; facets `row` x `col` titled "row, col" above each panel; mean and sd
+    over runs at each measured state, lines only through three or more states."""
+    del style  # one color per series (a marker style per series added nothing readable)
     data = tidy(df[df["network"].isin(["dense", "ticket"])])
-    long = data.melt(
-        id_vars=["sparsity_pct", "Method", "dataset"],
-        value_vars=list(columns),
-        var_name=hue,
-        value_name=ylabel,
+    rows = sorted(data[row].unique()) if row else [None]
+    cols = sorted(data[col].unique())
+    fig, axes = plt.subplots(
+        len(rows),
+        len(cols),
+        figsize=(height * aspect * len(cols) + 1.8, height * len(rows) + 0.4),
+        squeeze=False,
+        sharex=True,
+        sharey="row",
     )
-    long[hue] = long[hue].map(columns)
-    grid = sns.relplot(
-        long,
-        x="sparsity_pct",
-        y=ylabel,
-        hue=hue,
-        kind="line",
-        marker="o",
-        errorbar="sd",
-        **relplot,
-    )
-    grid.set_axis_labels("sparsity (%)", ylabel)
-    return grid.figure
+    names = list(columns.values())
+    colors = dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))
+    for (i, r), (j, c) in itertools.product(enumerate(rows), enumerate(cols)):
+        ax = axes[i, j]
+        d = data[(data[col] == c) & ((data[row] == r) if row else True)]
+        for k, (column, name) in enumerate(columns.items()):
+            if column in d and d[column].notna().any():
+                _states_line(
+                    ax,
+                    d,
+                    "sparsity_pct",
+                    column,
+                    (k - len(columns) / 2) * 0.8,
+                    color=colors[name],
+                    label=name,
+                )
+        ax.set_title(f"{r}, {c}" if row else f"{c}", fontsize="medium")
+        ax.set(xlabel="sparsity (%)" if i == len(rows) - 1 else "", ylabel=ylabel if j == 0 else "")
+    handles, labels = [], []
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), title=hue)
+    fig.tight_layout()
+    return fig
 
 
 def quantization(df: pd.DataFrame) -> plt.Figure:
-    """Accuracy and ECE vs bits, for the quantized dense model and ticket (32 = FP32)."""
-    q = df[
-        (df["network"] == "quantized")
-        | (
-            (df["network"].isin(["dense", "ticket"]))
-            & df["sparsity"].isin(df.loc[df["network"] == "quantized", "sparsity"].unique())
-            & df["dataset"].isin(df.loc[df["network"] == "quantized", "dataset"].unique())
-        )
+    """Quantized vs full-precision source, matched: each quantized run next to the FP32 run
+    of the same dataset, n-shot, method, sparsity, transfer seed and source model (only
+    those pairs); mean and sd over them per n-shot, the dense and the sparse base apart."""
+    q = df[df["network"] == "quantized"]
+    keys = [
+        k for k in ("dataset", "n_shot", "method", "sparsity", "seed", "source_seed") if k in df
     ]
-    data = tidy(q)
-    data["bits"] = data["weight_bits"].astype(str).where(data["network"] == "quantized", "32")
-    data["base"] = data["sparsity_pct"].map(lambda s: f"{s:.0f}% sparse")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
-    for ax, (metric, label) in zip(
-        axes, (("test_accuracy", "test accuracy"), ("test_ece", "test ECE")), strict=True
-    ):
-        sns.pointplot(
-            data,
-            x="bits",
-            y=metric,
-            hue="base",
-            errorbar="sd",
-            ax=ax,
-            order=sorted(data["bits"].unique(), key=int),
-            dodge=0.2 if data["base"].nunique() > 1 else False,
-        )
-        ax.set(xlabel="bits (weights = activations)", ylabel=label)
-    fig.suptitle("quantization: accuracy and ECE vs bits")
-    fig.tight_layout()
-    return fig
+    fp32 = df[df["network"].isin(["dense", "ticket"])]
+    pairs = q.merge(fp32[keys].drop_duplicates(), on=keys)
+    base = fp32.merge(q[keys].drop_duplicates(), on=keys)
+    bits = sorted(set(zip(pairs["weight_bits"], pairs["act_bits"], strict=True)))
+    label = {b: f"W{b[0]}A{b[1]}" for b in bits}
+    pairs = pairs.assign(
+        side=[label[b] for b in zip(pairs["weight_bits"], pairs["act_bits"], strict=True)]
+    )
+    data = tidy(pd.concat([base.assign(side="FP32"), pairs]))
+    data["Method"] = data["Method"] + ", " + data["sparsity_pct"].map(lambda v: f"{v:.0f}% sparse")
+    where = ", ".join(sorted(data["dataset"].unique()))
+    return _side_by_side(
+        data,
+        ["FP32", *label.values()],
+        (("test_accuracy", "test accuracy"), ("test_ece", "test ECE")),
+        f"quantized vs full-precision source, matched runs only ({where})",
+    )
 
 
 # ---------------------------------------------------------------- calibration you can trust

@@ -34,44 +34,9 @@ from lib.backbone import (
     ticket_paths,
 )
 from lib.config import PRUNE_FRACTION, kept_fraction
+from lib.masks import _count, _remove, prune, random_prune  # noqa: F401 - re-exported
 from lib.pretrain import evaluate_classifier, train_classifier
 from lib.utils import atomic_torch_save, atomic_write_json, progress
-
-
-def _count(mask: Mask, fraction: float) -> int:
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
-    return round(fraction * sum(int(m.sum()) for m in mask.values()))
-
-
-def _remove(mask: Mask, scores: torch.Tensor, n: int) -> Mask:
-    """Zero the `n` surviving entries with the lowest scores (flat order over the mask)."""
-    flat = torch.cat([m.flatten() for m in mask.values()])
-    alive = flat.nonzero().squeeze(1)
-    drop = alive[torch.topk(scores[alive], n, largest=False).indices]
-    flat[drop] = 0.0
-    out, offset = Mask(), 0
-    for name, m in mask.items():
-        out[name] = flat[offset : offset + m.numel()].view_as(m).clone()  # own storage
-        offset += m.numel()
-    return out
-
-
-def prune(model: nn.Module, mask: Mask, fraction: float) -> Mask:
-    """New mask removing `fraction` of the surviving weights: those of smallest magnitude
-    under one global ranking over every tensor in `mask` (exactly round(fraction * surviving)
-    weights, ties broken by position)."""
-    params = dict(model.named_parameters())
-    scores = torch.cat([params[n].detach().abs().flatten().cpu().float() for n in mask])
-    return _remove(mask, scores, _count(mask, fraction))
-
-
-def random_prune(mask: Mask, fraction: float, seed: int) -> Mask:
-    """Random control: remove round(fraction * surviving) weights drawn uniformly over all
-    surviving weights (global, so each layer loses `fraction` of its weights in expectation)."""
-    generator = torch.Generator().manual_seed(seed)
-    scores = torch.rand(sum(m.numel() for m in mask.values()), generator=generator)
-    return _remove(mask, scores, _count(mask, fraction))
 
 
 def random_mask(model: nn.Module, state: int, seed: int, fraction: float = PRUNE_FRACTION) -> Mask:

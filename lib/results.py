@@ -16,12 +16,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from lib import paths
 from lib.utils import atomic_write_json, atomic_write_text, project_root
 
 if TYPE_CHECKING:
+    import pandas as pd
     import torch
     from torch import nn
 
@@ -109,6 +108,8 @@ def _scalar(value: Any) -> bool:
 
 
 def results_frame(study: str) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame([flatten(r) for r in read_records(study)])
 
 
@@ -188,6 +189,7 @@ def make_record(
         fit_temperature,
         reliability_data,
     )
+    from lib.clip import recipe
     from lib.data import get_spec
     from lib.sources import source_kind
     from lib.train import CONVERGED_GAIN
@@ -250,6 +252,7 @@ def make_record(
         },
         "mapping": run.mapping,
         "history": fit.history,
+        "training": recipe(cfg),  # optimizer and schedule (and the CLIP seed's recipe)
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(test_labels)},
         "labels": used,
         "timings": {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lib import results
+from lib.cli import accept_both_spellings
 from lib.executions import Outcome
 from lib.utils import outputs_dir, progress, project_root
 
@@ -81,7 +82,7 @@ def parser() -> argparse.ArgumentParser:
         help="local = submitit's LocalExecutor: the same code path on this machine, for "
         "tests and debugging (all tasks start at once, at most --array-parallelism)",
     )
-    return p
+    return accept_both_spellings(p)
 
 
 def parse_args(backend_args: list[str]) -> argparse.Namespace:

@@ -36,8 +36,8 @@ from typing import Any
 
 import yaml
 
-from lib import paths, results
-from lib.checks import LIST_PARAMETERS, check_files, missing_files, notebook_parameters, validate
+from lib import console, paths, results
+from lib.cli import HelpFormatter, accept_both_spellings
 from lib.config import METHODS, ExperimentConfig, check_fields
 from lib.executions import (  # noqa: F401 - re-exported: lib.sweep's names stay importable
     KERNEL,
@@ -48,7 +48,7 @@ from lib.executions import (  # noqa: F401 - re-exported: lib.sweep's names stay
     execute_notebook,
     run_execution,
 )
-from lib.utils import atomic_write_json, atomic_write_text, progress
+from lib.utils import atomic_write_json, atomic_write_text, project_root
 
 TOP_LEVEL_KEYS = (
     "study",
@@ -175,6 +175,8 @@ def plan(configs: list[ExperimentConfig]) -> list[Execution]:
     One execution pays the kernel start and imports (~6 s here) once, and shares the data,
     each source model and its LP feature cache between its runs.
     """
+    from lib.checks import LIST_PARAMETERS, notebook_parameters  # torch: not for --help
+
     groups: dict[str, list[ExperimentConfig]] = {}
     for cfg in configs:
         shared = {k: v for k, v in cfg.to_dict().items() if k not in LIST_PARAMETERS}
@@ -201,11 +203,15 @@ def plan(configs: list[ExperimentConfig]) -> list[Execution]:
     return sorted(executions, key=lambda e: e.params["method"] != "vp")
 
 
-def run_local(executions: list[Execution], workers: int = 1) -> list[Outcome]:
+def run_local(
+    executions: list[Execution], workers: int = 1, out: Callable[[str], None] = print
+) -> list[Outcome]:
     """Execute on this machine; `workers` notebooks at a time share the CPU cores.
 
     VP notebooks (the long ones) go first, so the last in flight are short LP ones and no
     core idles at the end while one long notebook runs alone on its share of threads.
+    One line per finished notebook (lib.console.notebook_line), with an ETA from the
+    measured rates of the notebooks finished so far.
     """
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
     ordered = sorted(executions, key=lambda e: e.params.get("method") != "vp")
@@ -216,13 +222,21 @@ def run_local(executions: list[Execution], workers: int = 1) -> list[Outcome]:
             return Outcome(execution.key, "not started")
         return run_execution(execution, threads)
 
+    estimate = console.Estimate(ordered, workers)
+    to_run = len(estimate.left)
     pool = ThreadPoolExecutor(max_workers=workers)
     futures = {pool.submit(run, e): e for e in ordered}
     finished: dict[str, Outcome] = {}
     try:
-        bar = progress(as_completed(futures), total=len(futures), desc="runs", unit="notebook")
-        for future in bar:
-            finished[futures[future].key] = future.result()
+        for future in as_completed(futures):
+            execution = futures[future]
+            outcome = finished[execution.key] = future.result()
+            if outcome.status == "skipped":
+                estimate.finished(execution.key, None)
+                continue  # the count of skipped notebooks is in the summary
+            estimate.finished(execution.key, outcome.seconds)
+            index = sum(o.status != "skipped" for o in finished.values())
+            out(console.notebook_line(execution, outcome, index, to_run, estimate))
     except SweepInterrupted as stopped:
         stop.set()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -401,29 +415,72 @@ def pretrain(params: dict[str, Any]) -> None:
     stamp = Stamp(study, "pretrain", settings)
     if not settings or stamp.fresh:
         return
-    print(f"[sweep] pretraining the source model and tickets ({study})", flush=True)
-    execute_notebook("pretrain_source.ipynb", results.study_dir(study) / "pretrain.ipynb", settings)
+    levels = pretrain_levels(settings)
+    print(
+        f"[sweep] pretraining the source model and {levels} IMP levels ({study}; "
+        f"estimated {console.duration(console.pretrain_prior_seconds(settings))})",
+        flush=True,
+    )
+    start = time.perf_counter()
+    with console.LevelWatcher(pretrain_folder(settings), levels):
+        execute_notebook(
+            "pretrain_source.ipynb", results.study_dir(study) / "pretrain.ipynb", settings
+        )
+    print(f"[sweep] pretraining done in {console.duration(time.perf_counter() - start)}")
     stamp.write()
 
 
-def report(study: str) -> None:
-    """Execute the report notebook over all records and export it to HTML."""
+def pretrain_levels(settings: dict[str, Any]) -> int:
+    """IMP levels the pretrain stage trains: states 0..max_state and the random controls."""
+    from lib.pretrain import SourceConfig
+
+    cfg = SourceConfig(**settings)
+    return cfg.max_state + 1 + len(cfg.random_states)
+
+
+def pretrain_folder(settings: dict[str, Any]) -> Path:
+    """Where the pretrain notebook writes its checkpoints and per-level reports."""
+    from lib.pretrain import SourceConfig
+
+    return SourceConfig(**settings).output_path
+
+
+def report(study: str) -> Path | None:
+    """Execute the report notebook over all records and export it to HTML (its path; None
+    without records). Unchanged records and code: the existing report is kept."""
     records = sorted((results.study_dir(study) / "records").glob("*.json"))
-    stamp = Stamp(study, "report", [p.name for p in records])
-    if not records or stamp.fresh:
-        return
-    print(f"[sweep] report over {len(records)} records", flush=True)
     output = results.study_dir(study) / "report.ipynb"
+    # Re-rendered when a record or the code drawing it changed (the notebook, lib/).
+    code = [NOTEBOOKS / "report.ipynb", *sorted((project_root() / "lib").glob("*.py"))]
+    stamp = Stamp(
+        study,
+        "report",
+        {
+            "records": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in records],
+            "code": hashlib.sha1(b"".join(f.read_bytes() for f in code)).hexdigest(),
+        },
+    )
+    if not records:
+        return None
+    if stamp.fresh and output.with_suffix(".html").is_file():
+        return output.with_suffix(".html")
+    print(f"[sweep] report over {len(records)} records", flush=True)
+    start = time.perf_counter()
     execute_notebook("report.ipynb", output, {"study": study})
-    export_html(output)
+    html = export_html(output)
     stamp.write()
+    print(f"[sweep] report written in {console.duration(time.perf_counter() - start)}: {html}")
+    return html
 
 
 def export_html(notebook: Path) -> Path:
+    """The executed notebook as a document: outputs only, no code cells or prompts."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True)
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     return atomic_write_text(notebook.with_suffix(".html"), body)
 
 
@@ -463,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lib.sweep",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="flags of --backend slurm:\n" + slurm_parser().format_help(),
     )
     parser.add_argument("params", help="YAML grid, e.g. params/mini.yaml")
@@ -480,11 +537,21 @@ def main(argv: list[str] | None = None) -> int:
         "--dry-run", action="store_true", help="validate and list the executions, run nothing"
     )
     parser.add_argument("--no-report", action="store_true", help="skip the report notebook")
+    accept_both_spellings(parser)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a log file sees each line when it is printed
+        sys.stdout.reconfigure(line_buffering=True)
+    # The slurm backend's flags follow --backend slurm (its own parser checks them); any
+    # other unknown flag is an error now, before a single import of torch.
     args, backend_args = parser.parse_known_args(argv)
-    paths.pin_environment()  # the kernels write where this process reads, whatever the cwd
+    if args.backend == "local" and backend_args:
+        parser.error(
+            f"unrecognized arguments: {' '.join(backend_args)} (see python -m lib.sweep --help)"
+        )
     if args.backend == "slurm":
         slurm_args(backend_args)  # bad cluster flags fail before anything runs
+    paths.pin_environment()  # the kernels write where this process reads, whatever the cwd
+    from lib.checks import missing_files, validate
 
     params = load_params(args.params)
     try:
@@ -507,24 +574,12 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     if args.dry_run:
-        # Tickets may come from the pretrain stage, weights from a download: only a warning.
-        missing = sorted({path for cfg in configs for path in missing_files(cfg)})
-        if missing:
-            listed = "".join(f"\n  {path}" for path in missing[:20])
-            more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
-            print(f"[sweep] warning: {len(missing)} source file(s) missing:{listed}{more}")
-        for e in executions:
-            print(f"  {'done' if e.done else 'todo'}  {e.key}  ({len(e.configs)} runs)")
-            for cfg in e.configs:
-                print(f"      {cfg.run_key}")
-        print(f"[sweep] dry run: {len(configs)} runs valid", flush=True)
+        dry_run(params, configs, executions, args.workers, missing_files)
         return 0
     if params.get("tickets"):  # shipped tickets: intact (sha256 as in the manifest) or refused
         from lib.tickets import verify
 
         print(f"[sweep] {verify(params['tickets'])['version']}: tickets match the manifest")
-    if args.backend == "local" and backend_args:
-        parser.error(f"unrecognized arguments: {' '.join(backend_args)}")
     with _stop_on_signals():
         try:
             with study_lock(params["study"], argv):
@@ -536,6 +591,47 @@ def main(argv: list[str] | None = None) -> int:
             return _report_stop(stopped, params["study"], configs, argv)
 
 
+def dry_run(
+    params: dict[str, Any],
+    configs: list[ExperimentConfig],
+    executions: list[Execution],
+    workers: int,
+    missing_files: Callable[[ExperimentConfig], list[Path]],
+) -> None:
+    """What a sweep would do: the pretrain stage, every execution and its runs, the missing
+    source files, and an estimated time (a prior cost model: lib.console)."""
+    # Tickets may come from the pretrain stage, weights from a download: only a warning.
+    missing = sorted({path for cfg in configs for path in missing_files(cfg)})
+    settings = params.get("pretrain")
+    if settings and not Stamp(params["study"], "pretrain", settings).fresh:
+        print(
+            f"  todo  pretrain: source model + {pretrain_levels(settings)} IMP levels into "
+            f"{pretrain_folder(settings)} (finished levels are kept; estimated "
+            f"{console.duration(console.pretrain_prior_seconds(settings))})"
+        )
+    elif settings:
+        print("  done  pretrain (unchanged since it ran)")
+    if missing:
+        listed = "".join(f"\n  {path}" for path in missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        made = " (the pretrain stage makes them)" if settings else ""
+        print(f"[sweep] warning: {len(missing)} source file(s) missing{made}:{listed}{more}")
+    for e in executions:
+        print(f"  {'done' if e.done else 'todo'}  {e.key}  ({len(e.configs)} runs)")
+        for cfg in e.configs:
+            print(f"      {cfg.run_key}")
+    estimate = console.Estimate(executions, workers)
+    pretrain_s = 0.0
+    if settings and not Stamp(params["study"], "pretrain", settings).fresh:
+        pretrain_s = console.pretrain_prior_seconds(settings)
+    print(
+        f"[sweep] dry run: {len(configs)} runs valid; estimated time with --workers {workers}: "
+        f"{console.duration(pretrain_s + estimate.total_prior())} (a prior cost model; the "
+        "running sweep's ETA uses measured rates)",
+        flush=True,
+    )
+
+
 def _run(
     params: dict[str, Any],
     configs: list[ExperimentConfig],
@@ -544,6 +640,9 @@ def _run(
     backend_args: list[str],
 ) -> int:
     """Pretrain, the transfer notebooks, results.csv and the report (the lock is held)."""
+    from lib.checks import check_files
+
+    start = time.perf_counter()
     pretrain(params)
     for cfg in configs:  # after pretraining, every checkpoint must exist before any run
         check_files(cfg)
@@ -552,11 +651,22 @@ def _run(
 
         outcomes = run_slurm(executions, backend_args)
     else:
+        estimate = console.Estimate(executions, args.workers)
+        if estimate.left:
+            print(
+                f"[sweep] {len(estimate.left)} notebooks, {args.workers} at a time; first "
+                f"estimate {console.duration(estimate.total_prior())} (refined as they finish)",
+                flush=True,
+            )
         outcomes = run_local(executions, args.workers)
     summarize(outcomes)
-    results.write_results_csv(params["study"])
+    csv = results.write_results_csv(params["study"])
+    html = None
     if params.get("report", True) and not args.no_report:
-        report(params["study"])
+        html = report(params["study"])
+    print(console.final_line(outcomes, time.perf_counter() - start, html), flush=True)
+    if not html:
+        print(f"[sweep] results: {csv}")
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 

@@ -20,11 +20,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lib.backbone import (  # noqa: F401 - fold_batchnorm, freeze re-exported
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     Normalize,
     fold_batchnorm,
     freeze,
+    input_stats,
 )
 from lib.calibration import ece
 from lib.config import SCHEDULES
@@ -209,10 +208,12 @@ def _tally(
 
 
 def _schedule(
-    optimizer: torch.optim.Optimizer, epochs: int, kind: str = "multistep"
+    optimizer: torch.optim.Optimizer, epochs: int, kind: str = "multistep", steps: int = 1
 ) -> torch.optim.lr_scheduler.LRScheduler:
     if kind == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    if kind == "cosine_step":  # ilm_clip.py: cosine over all steps, stepped every batch
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps)
     if kind != "multistep":
         raise ValueError(f"unknown schedule {kind!r}; choose one of: {', '.join(SCHEDULES)}")
     # The paper: MultiStepLR at 50% and 72% of the epochs, gamma 0.1.
@@ -361,8 +362,10 @@ def train_visual_prompt(
     mapping_batch_size: int = 256,
     schedule: str = "multistep",
     patience: int = 0,
+    optimizer: str = "adam",
 ) -> Fit:
     """ILM-VP's loop: per epoch, (re)map labels if the strategy says so, then train the prompt.
+    `optimizer`: adam (the paper) or sgd (momentum 0.9, as ilm_clip.py).
 
     The model is left with the prompt and mapping of the best validation epoch (of the last
     epoch when `val` is None); `patience` > 0 stops after that many epochs without a better
@@ -372,11 +375,17 @@ def train_visual_prompt(
     model.to(device)
     torch.manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    scheduler = _schedule(optimizer, epochs, schedule)
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of: adam, sgd")
+    per_step = schedule == "cosine_step"
+    if optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9)
+    else:
+        optimizer = torch.optim.Adam(params, lr=lr)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     pin = device.type == "cuda"
     train_batches = Batches(train, batch_size, True, seed, num_workers, pin)
+    scheduler = _schedule(optimizer, epochs, schedule, len(train_batches))
     # The no-grad passes (mapping, validation) take larger batches, but not too large: at
     # 512 the activations overflow the CPU caches, ~1.5x slower per image than 256 here.
     map_batches = Batches(train, mapping_batch_size, False, seed, num_workers, pin)
@@ -392,6 +401,7 @@ def train_visual_prompt(
                 if previous != mapping.tolist():
                     fit.mapping_changes.append({"epoch": epoch, "mapping": mapping.tolist()})
         model.train()
+        lr_now = optimizer.param_groups[0]["lr"]  # the epoch's (first) learning rate
         stats = {"loss": 0.0, "correct": 0, "seen": 0}
         for x, y in progress(train_batches, desc=f"epoch {epoch}", leave=False):
             x, y = _to(x, device), y.to(device)
@@ -403,8 +413,10 @@ def train_visual_prompt(
             scaler.step(optimizer)
             scaler.update()
             _tally(stats, loss, logits, y)
-        lr_now = scheduler.get_last_lr()[0]
-        scheduler.step()
+            if per_step:
+                scheduler.step()
+        if not per_step:
+            scheduler.step()
         val_logits, val_labels = None, None
         if val_batches is not None:
             val_logits, val_labels = evaluate(model, val_batches, device, desc="val")
@@ -483,17 +495,22 @@ def transfer_vp(
     spec = get_spec(cfg.dataset)
     probe = torch.zeros(1, 3, cfg.source_size, cfg.source_size, device=device)
     num_source = source(probe).shape[1]
+    stats = input_stats(cfg.arch)
     if cfg.prompt == "expansive":
         inner = cfg.inner_mask == "lower_triangle"
         prompt = ExpansiveVisualPrompt(
             cfg.source_size,
             cfg.input_size,
-            (IMAGENET_MEAN, IMAGENET_STD),
+            stats,
             cfg.learn_scale,
             inner_mask=lower_triangle_mask(cfg.input_size) if inner else None,
         )
+    elif cfg.prompt == "additive":  # CLIP's, after normalization (lib.clip)
+        from lib.clip import AdditivePrompt
+
+        prompt = AdditivePrompt(cfg.source_size, cfg.pad, stats)
     else:
-        prompt = PadPrompter(cfg.source_size, cfg.pad, (IMAGENET_MEAN, IMAGENET_STD))
+        prompt = PadPrompter(cfg.source_size, cfg.pad, stats)
     mapper = LabelMapper(
         cfg.mapping, num_source, spec.num_classes, cfg.per_target, cfg.mapping_interval, cfg.seed
     )
@@ -512,6 +529,7 @@ def transfer_vp(
         cfg.num_workers,
         schedule=cfg.schedule,
         patience=cfg.patience,
+        optimizer=cfg.optimizer,
     )
     trained = time.perf_counter()
     test_logits, test_labels = evaluate(

@@ -19,8 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from lib import paths
+from lib.cli import HelpFormatter, accept_both_spellings
 from lib.config import NETWORK_ALIASES, ExperimentConfig
-from lib.sources import paper_source
 from lib.utils import data_root
 
 SEED_SPARSITY = 9  # the paper's scripts: --sparsity 9 (0.8**9 = 13% of the weights kept)
@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lib.transfer",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,  # shows every default; nothing heavy is imported
     )
     a = p.add_argument
     a(
@@ -129,10 +129,12 @@ def parser() -> argparse.ArgumentParser:
         help="log to Weights & Biases with the paper's keys (honours WANDB_MODE=offline)",
     )
     a("--tensorboard", action="store_true", help="log to TensorBoard under the study folder")
-    return p
+    return accept_both_spellings(p)  # --batch_size and --batch-size, --mapping-interval and _
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    from lib.sources import paper_source  # torch: not for --help
+
     network = NETWORK_ALIASES.get(args.network, args.network)
     weights, sparsity = paper_source(
         network, args.model, args.weights, args.sparsity, SEED_SPARSITY

@@ -6,24 +6,35 @@ import contextlib
 import json
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-import numpy as np
-import torch
 from tqdm import tqdm  # text bars: tqdm.auto needs ipywidgets inside notebooks
+
+if TYPE_CHECKING:  # torch and numpy load lazily: every command's --help answers at once
+    import torch
 
 T = TypeVar("T")
 
 # Progress bars stay in the code; CI and tests silence them through this variable.
 PROGRESS_ENV = "SPARSE_VP_NO_PROGRESS"
+# Set by lib.sweep for the kernels papermill starts: a bar redrawn inside a headless kernel
+# becomes hundreds of saved stderr outputs in the executed notebook, so there are none.
+HEADLESS_ENV = "SPARSE_VP_HEADLESS"
+
+
+def headless_kernel() -> bool:
+    """True inside a kernel that papermill runs for lib.sweep (nobody watches its bars)."""
+    return bool(os.environ.get(HEADLESS_ENV)) and "ipykernel" in sys.modules
 
 
 def progress(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
-    """tqdm over `iterable`, silenced when $SPARSE_VP_NO_PROGRESS or $CI is set."""
-    disable = bool(os.environ.get(PROGRESS_ENV) or os.environ.get("CI"))
+    """tqdm over `iterable`, silenced when $SPARSE_VP_NO_PROGRESS or $CI is set, and inside
+    a headless kernel (the sweep prints one line per finished notebook instead)."""
+    disable = bool(os.environ.get(PROGRESS_ENV) or os.environ.get("CI") or headless_kernel())
     return iter(tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs))
 
 
@@ -63,6 +74,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """torch.save through a temporary file and a rename."""
+    import torch
+
     with _replacing(path) as f:
         torch.save(obj, f)
     return Path(path)
@@ -70,6 +83,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 
 def set_seed(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return a torch Generator seeded the same way."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -78,6 +94,8 @@ def set_seed(seed: int) -> torch.Generator:
 
 def get_device(name: str = "auto") -> torch.device:
     """'auto' picks cuda when present, else cpu."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

@@ -34,3 +34,25 @@ def test_pinned_versions_agree():
     for package, conda in (("torch", "pytorch"), ("torchvision", "torchvision")):
         version = next(d.split("==")[1] for d in deps if _name(d) == package)
         assert f"{conda}={version}" in env
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_lock_file_pins_every_dependency_at_its_pin():
+    """requirements.lock (make lock) holds every package of pyproject.toml at one exact
+    version, the pinned ones at their pin; `make setup` installs from it."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    locked: dict[str, set[str]] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, version = line.split(";")[0].strip().split("==")
+            locked.setdefault(_normal(name), set()).add(version)
+    for dep in project["dependencies"] + project["optional-dependencies"]["dev"]:
+        name = _normal(_name(dep))
+        assert name in locked, f"{name} missing from requirements.lock: run make lock"
+        if "==" in dep:
+            assert locked[name] == {dep.split("==")[1].strip()}, name
+    assert len(locked) > 100  # the whole environment, not only the direct dependencies
+    assert "-r $(LOCK)" in (ROOT / "Makefile").read_text()
