@@ -116,7 +116,7 @@ def test_bad_flags_fail_before_anything_runs(tmp_path, outputs, tickets, capsys)
         with pytest.raises(SystemExit):
             sweep.main([params, "--backend", "slurm", *extra])
     errors = capsys.readouterr().err
-    assert "--chunk-size: must be an integer >= 1, got 0" in errors
+    assert "--chunk-size/--chunk_size: must be an integer >= 1, got 0" in errors  # both spellings
     assert "invalid choice: 'debug'" in errors and "unrecognized arguments: --partitoin" in errors
     assert not no_slurm or "srun not found" in errors and "--executor local" in errors
     assert not outputs.exists()
