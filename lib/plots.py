@@ -603,6 +603,17 @@ def paper_metric(df: pd.DataFrame) -> plt.Figure:
     )
 
 
+def _mark_empty(axes: Any) -> None:
+    """Panels of a facet grid with nothing to draw (e.g. VP on a dataset run with LP only)
+    say so instead of showing empty axes."""
+    for ax in getattr(axes, "flat", [axes]):
+        if not ax.has_data():
+            ax.set_axis_off()
+            ax.text(
+                0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes, color="0.5"
+            )
+
+
 def _lines_vs_sparsity(
     df: pd.DataFrame,
     columns: dict[str, str],
@@ -654,6 +665,7 @@ def _lines_vs_sparsity(
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), title=hue)
+    _mark_empty(axes)
     fig.tight_layout()
     return fig
 
@@ -755,9 +767,19 @@ def ece_intervals(df: pd.DataFrame, metric: str = "ece") -> plt.Figure:
             )
         ax.set_xticks(range(len(states)), [f"{v:.0f}" for v in states])
         ax.set(title=f"{dataset} | {method}", xlabel="sparsity (%)", ylabel=f"test {metric}")
-    handles, labels = axes[0, -1].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1, 0.98), title="n-shot")
+    legend = {}
+    for ax in axes.flat:  # the first panel with all n-shots may be any of them
+        legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if legend:
+        labels = [shot for shot in shots if shot in legend]
+        fig.legend(
+            [legend[s] for s in labels],
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1, 0.98),
+            title="n-shot",
+        )
+    _mark_empty(axes)
     fig.suptitle(f"test {metric} with 95% bootstrap intervals (one bar per run: seed/source)")
     fig.tight_layout()
     return fig
