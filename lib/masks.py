@@ -3,6 +3,10 @@
 from lib.masks import Mask, apply_mask
 mask = Mask.load("ticket_mask.pth")
 apply_mask(model, mask)      # checks names, shapes and 0/1 values, then multiplies in place
+smaller = prune(model, mask, 0.2)   # one global magnitude threshold over the surviving weights
+
+The pure pruning functions live here (lib.prune runs IMP with them), so the CLIP / ViT arms
+prune one-shot without importing IMP's training stack.
 """
 
 from __future__ import annotations
