@@ -49,8 +49,8 @@ from lib.calibration import (
 from lib.config import ExperimentConfig
 from lib.console import run_line
 from lib.data import as_tensors, dataset_labels, get_dataset, get_spec
-from lib.labelmap import LabelMapper
-from lib.prompt import ExpansiveVisualPrompt, PadPrompter, lower_triangle_mask
+from lib.labelmap import LabelMapper, build_mapper, mapping_hyperparameters
+from lib.prompt import build_prompt, lower_triangle_mask, prompt_hyperparameters
 from lib.quant import quantize_backbone, weight_levels
 from lib.sampling import Splits, draw_splits, per_class_counts, stratified_subset
 from lib.tracking import track_run
@@ -462,20 +462,20 @@ def _run_one(
             torch.zeros(1, 3, cfg.source_size, cfg.source_size, device=device)
         ).shape[1]
         stats = input_stats(cfg.arch)
-        if cfg.prompt == "expansive":
+        if cfg.prompt == "additive":  # CLIP's, after normalization (lib.clip)
+            prompt = clip.AdditivePrompt(cfg.source_size, cfg.pad, stats)
+        else:
             inner = cfg.inner_mask == "lower_triangle"
-            prompt = ExpansiveVisualPrompt(
+            prompt = build_prompt(
+                cfg.prompt,
                 cfg.source_size,
                 cfg.input_size,
                 stats,
                 cfg.learn_scale,
                 inner_mask=lower_triangle_mask(cfg.input_size) if inner else None,
+                pad=cfg.pad,
             )
-        elif cfg.prompt == "additive":  # CLIP's, after normalization (lib.clip)
-            prompt = clip.AdditivePrompt(cfg.source_size, cfg.pad, stats)
-        else:
-            prompt = PadPrompter(cfg.source_size, cfg.pad, stats)
-        mapper = LabelMapper(
+        mapper = build_mapper(
             cfg.mapping, num_source, num_target, cfg.per_target, cfg.mapping_interval, cfg.seed
         )
         model = PromptedClassifier(prompt, context["fast"], mapper)
@@ -508,6 +508,10 @@ def _run_one(
         artifacts["prompt"] = prompt.pattern().detach().cpu()
         mapping_info = _mapping_info(cfg, mapper, num_source, spec.classes)
         mapping_info["changes"] = fit.mapping_changes
+        mapping_info["hyperparameters"] = mapping_hyperparameters(cfg.mapping, num_target)
+        mapping_info["prompt_hyperparameters"] = prompt_hyperparameters(prompt)
+        if mapper.weights is not None:  # blm/blmpp: the many-to-many matrix [S, T] itself
+            mapping_info["weights"] = mapper.weights.round(decimals=5).tolist()
     if cfg.selection == "test":  # LP: the head's test logits
         fit_logits, fit_labels = test_logits, test_labels
     temperature = fit_temperature(fit_logits, fit_labels)
