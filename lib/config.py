@@ -227,6 +227,11 @@ class ExperimentConfig:
                     f"target_size {self.target_size} must be in 1..{self.source_size} "
                     f"(the source size of {self.arch}), or 0 for the dataset's default"
                 )
+        if self.method == "vp" and self.prompt == "smm" and self.learn_scale:
+            raise ValueError(
+                "prompt 'smm' resizes the image to the source size (no inner image to scale): "
+                "learn_scale must be False, or choose prompt 'expansive'"
+            )
         if (
             self.method == "vp"
             and self.prompt in ("pad", "additive")

@@ -286,8 +286,8 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
     hierarchical-bootstrap 95% interval, and for the non-baseline variants the gap closed
     (ILM-expansive gap - the variant's gap, paired; > 0: the variant shrinks the gap) with
     its interval and a verdict: "closes the gap" / "widens the gap" when the interval
-    excludes 0, else "inconclusive". Also the accuracy gained on the ticket over ILM
-    expansive, and the share of the variant's runs flagged converged.
+    excludes 0, else "inconclusive" ("too few pairs" with a single pair). Also the accuracy
+    gained on the ticket over ILM expansive, and the share of the variant's runs flagged converged.
     """
     df = with_source(df)
     if df.empty or not {"mapping", "prompt"} <= set(df):
@@ -334,7 +334,12 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
                     ticket_gain_low=gain["low"],
                     ticket_gain_high=gain["high"],
                 )
-                v = verdict(closed["low"], closed["high"])
+                # one pair has no spread: its "interval" is a point, not evidence
+                v = (
+                    verdict(closed["low"], closed["high"])
+                    if closed["pairs"] > 1
+                    else "too few pairs"
+                )
                 row["verdict"] = {
                     "supported": "closes the gap",
                     "contradicted": "widens the gap",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -112,6 +113,8 @@ def test_blm_mapping_rejects_unknown_names() -> None:
         ExperimentConfig(mapping="blmp")
     with pytest.raises(ValueError, match="unknown prompt 'sample'.*smm"):
         ExperimentConfig(prompt="sample")
+    with pytest.raises(ValueError, match="learn_scale must be False"):
+        ExperimentConfig(prompt="smm", learn_scale=True)
 
 
 # ---------------------------------------------------------------- SMM
@@ -222,3 +225,52 @@ def test_tiny_vp_run_with_each_new_option(outputs, tickets, mapping: str, prompt
             assert info["hyperparameters"]["topk"] == 1
     else:
         assert info["prompt_hyperparameters"]["patch_size"] == 1
+
+
+# ---------------------------------------------------------------- the report's analysis
+
+
+def _slice_frame(gaps: dict[tuple[str, str], float], sources: int = 3) -> pd.DataFrame:
+    """VP records of the slice: dense accuracy 0.7 + source noise, ticket = dense - gap."""
+
+    rows = []
+    for (mapping, prompt), gap in gaps.items():
+        for source in range(sources):
+            for shot in (10, -1):
+                dense = 0.7 + 0.02 * source + (0.1 if shot == -1 else 0.0)
+                for network, sparsity, acc in (("dense", 0, dense), ("ticket", 12, dense - gap)):
+                    rows.append(
+                        dict(
+                            dataset="mnist", method="vp", network=network, sparsity=sparsity,
+                            mapping=mapping, prompt=prompt, n_shot=shot, seed=1,
+                            source_seed=source, test_accuracy=acc + 0.001 * source**2,
+                            converged=True,
+                        )
+                    )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_vp_methods_gap_measures_the_gap_closed() -> None:
+    from lib.findings import has_vp_method_runs, vp_methods_gap
+
+    gaps = {("ilm", "expansive"): 0.10, ("blm", "expansive"): 0.0, ("ilm", "smm"): 0.20}
+    gaps[("blmpp", "expansive")] = 0.10
+    df = _slice_frame(gaps)
+    df.loc[(df["mapping"] == "blmpp") & (df["source_seed"] == 1), "test_accuracy"] += 0.05
+    assert has_vp_method_runs(df) and not has_vp_method_runs(
+        df[df["mapping"] == "ilm"].drop(columns="prompt")
+    )
+    table = vp_methods_gap(df, n=500).set_index(["variant", "n_shot"])
+    assert len(table) == 8 and set(table["sparsity"]) == {12}
+    torch.testing.assert_close(float(table.loc[("ILM, expansive", 10), "gap"]), 0.10)
+    blm = table.loc[("BLM, expansive", -1)]
+    torch.testing.assert_close(float(blm["closed"]), 0.10)
+    assert (
+        blm["verdict"] == "closes the gap"
+        and blm["closed_low"] - 1e-9 <= 0.10 <= blm["closed_high"] + 1e-9
+    )
+    assert table.loc[("ILM, SMM", 10), "verdict"] == "widens the gap"
+    assert table.loc[("BLM+, expansive", 10), "verdict"] == "inconclusive"
+    assert table["converged_share"].eq(1.0).all()
+    one = vp_methods_gap(_slice_frame(gaps, sources=1), n=200)
+    assert set(one["verdict"].dropna()) == {"too few pairs"}
