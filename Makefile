@@ -10,7 +10,7 @@ KERNEL := $(VENV)/share/jupyter/kernels/sparse-vp/kernel.json
 FASHION_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lock data study tickets smoke test lint lab bench clean distclean
+.PHONY: setup lock data study study-vp-methods tickets smoke test lint lab bench clean distclean
 
 setup: $(INSTALLED) $(KERNEL)
 
@@ -47,6 +47,11 @@ data: setup $(FASHION_DEB)
 # Two notebooks at a time, one thread each: one kernel's start-up overlaps the other's work.
 study: data
 	$(PY) -m lib.sweep params/mini.yaml --workers 2
+
+# Study slice of issue 20: ILM vs BLM vs BLM+ and expansive vs SMM prompts, dense vs the
+# sparsest ticket on MNIST (params/vp_methods.yaml; about an hour here, one notebook at a time).
+study-vp-methods: data
+	$(PY) -m lib.sweep params/vp_methods.yaml --workers 1
 
 # The shipped source models remade from nothing under outputs/tickets/ (three IMP runs, about
 # an hour of CPU per source seed on 2 cores; resumable) and compared with the shipped manifest.

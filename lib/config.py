@@ -23,8 +23,10 @@ from lib.paths import check_name
 METHODS = ("lp", "vp")
 # the kinds of lib.sources.SOURCES
 NETWORKS = ("dense", "ticket", "random_pruned", "quantized", "sparsezoo", "magnitude_pruned")
-MAPPINGS = ("ilm", "flm", "rlm", "linear")
-PROMPTS = ("expansive", "pad", "additive")  # additive: CLIP's (lib.clip.AdditivePrompt)
+# blm / blmpp: Bayesian-guided label mapping and BLM+ (lib.labelmap); smm: sample-specific
+# masks (lib.prompt, whose PROMPTS it holds); additive: CLIP's (lib.clip.AdditivePrompt).
+MAPPINGS = ("ilm", "flm", "rlm", "linear", "blm", "blmpp")
+PROMPTS = ("expansive", "pad", "additive", "smm")
 # Where the expansive prompt is learned besides the border: auto = lower_triangle for abide
 # (the paper's ABIDE.get_mask(): the connectivity image fills the strict upper triangle, the
 # prompt the lower triangle and diagonal), border elsewhere.
@@ -110,10 +112,10 @@ class ExperimentConfig:
     weight_bits: int = 32  # quantized only: bits per weight (per output channel, symmetric)
     act_bits: int = 32  # quantized only: bits per activation after each ReLU
     method: str = "vp"  # lp (linear probe) | vp (visual prompt + label mapping)
-    mapping: str = "ilm"  # vp only: ilm | flm | rlm | linear
+    mapping: str = "ilm"  # vp only: ilm | flm | rlm | linear | blm | blmpp
     per_target: int = 1  # vp only: source classes averaged per target class
     mapping_interval: int = 1  # ilm: recompute the mapping every k epochs
-    prompt: str = "expansive"  # vp only: expansive | pad | additive (CLIP)
+    prompt: str = "expansive"  # vp only: expansive | pad | additive (CLIP) | smm (SMM masks)
     target_size: int = 0  # vp: inner image size; 0 = the dataset's (paper: 32 or 128)
     pad: int = 30  # pad prompter only: width of the learnable frame
     learn_scale: bool = False  # vp: learn the inner image size (AutoVP style)
@@ -214,6 +216,11 @@ class ExperimentConfig:
                     f"target_size {self.target_size} must be in 1..{self.source_size} "
                     f"(the source size of {self.arch}), or 0 for the dataset's default"
                 )
+        if self.method == "vp" and self.prompt == "smm" and self.learn_scale:
+            raise ValueError(
+                "prompt 'smm' resizes the image to the source size (no inner image to scale): "
+                "learn_scale must be False, or choose prompt 'expansive'"
+            )
         if (
             self.method == "vp"
             and self.prompt in ("pad", "additive")
@@ -233,7 +240,7 @@ class ExperimentConfig:
         """Size the images are loaded at: the source size for LP, the inner size for VP."""
         from lib.data import get_spec
 
-        if self.method == "lp" or self.prompt in ("pad", "additive"):
+        if self.method == "lp" or self.prompt in ("pad", "additive", "smm"):
             return self.source_size
         return self.target_size or min(get_spec(self.dataset).vp_size, self.source_size)
 
@@ -286,6 +293,8 @@ class ExperimentConfig:
 
         net = source_kind(self).run_name(self)
         method = self.method if self.method == "lp" else f"vp-{self.mapping}"
+        if self.method == "vp" and self.prompt == "smm":
+            method += "-smm"  # the other prompts keep their (older) keys
         shots = "full" if self.n_shot == -1 else f"{self.n_shot}shot"
         return f"{self.dataset}-{net}-{method}-{shots}-s{self.seed}-{digest}"
 

@@ -247,3 +247,105 @@ def regime(df: pd.DataFrame) -> pd.DataFrame:
             ("VP / LP test accuracy, MNIST, dense, full", accuracy.vp / accuracy.lp, ">= 0.6")
         )
     return pd.DataFrame(rows, columns=["check", "value", "wanted"])
+
+
+# ---------------------------------------------------------------- issue 20: VP methods
+
+# The slice params/vp_methods.yaml: (mapping, prompt) -> label. The first is the baseline
+# every other variant is compared with (ILM-VP as the paper ran it).
+VP_VARIANTS: dict[tuple[str, str], str] = {
+    ("ilm", "expansive"): "ILM, expansive",
+    ("blm", "expansive"): "BLM, expansive",
+    ("blmpp", "expansive"): "BLM+, expansive",
+    ("ilm", "smm"): "ILM, SMM",
+}
+
+
+def has_vp_method_runs(df: pd.DataFrame) -> bool:
+    """Whether the frame holds VP runs with a BLM/BLM+ mapping or an SMM prompt."""
+    if df.empty or not {"method", "mapping", "prompt"} <= set(df):
+        return False
+    vp = df[df["method"] == "vp"]
+    return bool((vp["mapping"].isin(["blm", "blmpp"]) | (vp["prompt"] == "smm")).any())
+
+
+def _variant_accuracy(df: pd.DataFrame, mapping: str, prompt: str, dense: bool, state: int):
+    d = df[(df["mapping"] == mapping) & (df["prompt"] == prompt)]
+    if dense:
+        d = d[d["network"] == "dense"]
+    else:
+        d = d[(d["network"] == "ticket") & (d["sparsity"] == state)]
+    return d.groupby(PAIR_KEYS)["test_accuracy"].mean()
+
+
+def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
+    """Does a better label mapping or prompt close the gap that sparsity opens?
+
+    Per n-shot and VP variant (VP_VARIANTS): dense and ticket test accuracy, the sparsity gap
+    (dense - sparsest ticket, paired on dataset, n-shot, seed and source model) with its
+    hierarchical-bootstrap 95% interval, and for the non-baseline variants the gap closed
+    (ILM-expansive gap - the variant's gap, paired; > 0: the variant shrinks the gap) with
+    its interval and a verdict: "closes the gap" / "widens the gap" when the interval
+    excludes 0, else "inconclusive" ("too few pairs" with a single pair). Also the accuracy
+    gained on the ticket over ILM expansive, and the share of the variant's runs flagged converged.
+    """
+    df = with_source(df)
+    if df.empty or not {"mapping", "prompt"} <= set(df):
+        return pd.DataFrame()
+    vp = df[df["method"] == "vp"]
+    states = ticket_states(vp, "vp")
+    if vp.empty or not states:
+        return pd.DataFrame()
+    state = max(states)
+    base_key = next(iter(VP_VARIANTS))
+    rows = []
+    shots = sorted(vp["n_shot"].unique(), key=lambda s: np.inf if s == -1 else s)
+    for shot in shots:
+        d = vp[vp["n_shot"] == shot]
+        base_dense = _variant_accuracy(d, *base_key, True, state)
+        base_sparse = _variant_accuracy(d, *base_key, False, state)
+        base_gap = (base_dense - base_sparse).dropna()
+        for (mapping, prompt), label in VP_VARIANTS.items():
+            dense = _variant_accuracy(d, mapping, prompt, True, state)
+            sparse = _variant_accuracy(d, mapping, prompt, False, state)
+            if dense.empty and sparse.empty:
+                continue
+            gap = hierarchical_mean((dense - sparse).dropna(), n)
+            row = {
+                "variant": label,
+                "n_shot": int(shot),
+                "sparsity": state,
+                "dense_accuracy": dense.mean(),
+                "ticket_accuracy": sparse.mean(),
+                "gap": gap["effect"],
+                "gap_low": gap["low"],
+                "gap_high": gap["high"],
+                "pairs": gap["pairs"],
+                "sources": gap["sources"],
+            }
+            if (mapping, prompt) != base_key:
+                closed = hierarchical_mean((base_gap - (dense - sparse)).dropna(), n)
+                gain = hierarchical_mean((sparse - base_sparse).dropna(), n)
+                row.update(
+                    closed=closed["effect"],
+                    closed_low=closed["low"],
+                    closed_high=closed["high"],
+                    ticket_gain=gain["effect"],
+                    ticket_gain_low=gain["low"],
+                    ticket_gain_high=gain["high"],
+                )
+                # one pair has no spread: its "interval" is a point, not evidence
+                v = (
+                    verdict(closed["low"], closed["high"])
+                    if closed["pairs"] > 1
+                    else "too few pairs"
+                )
+                row["verdict"] = {
+                    "supported": "closes the gap",
+                    "contradicted": "widens the gap",
+                }.get(v, v)
+            runs = d[(d["mapping"] == mapping) & (d["prompt"] == prompt)]
+            if "converged" in runs and runs["converged"].notna().any():
+                row["converged_share"] = runs["converged"].dropna().astype(bool).mean()
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -841,6 +841,57 @@ def bias_of_estimators(rows: list[dict[str, Any]]) -> plt.Figure:
     return fig
 
 
+def vp_methods_gap(table: pd.DataFrame) -> plt.Figure:
+    """Issue 20: per VP variant and n-shot, the sparsity gap (dense - sparsest ticket test
+    accuracy) with its 95% interval (left) and the gap closed vs ILM expansive (right)."""
+    from lib.findings import VP_VARIANTS
+
+    order = [v for v in VP_VARIANTS.values() if v in set(table["variant"])]
+    shots = sorted(table["n_shot"].unique(), key=lambda s: np.inf if s == -1 else s)
+    colors = dict(zip(shots, sns.color_palette("colorblind", len(shots)), strict=False))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(order) + 2), sharey=True)
+    for ax, (col, title) in zip(
+        axes,
+        (
+            ("gap", "sparsity gap: dense - ticket accuracy"),
+            ("closed", "gap closed vs ILM, expansive"),
+        ),
+        strict=True,
+    ):
+        for k, shot in enumerate(shots):
+            part = table[table["n_shot"] == shot].set_index("variant")
+            for y, variant in enumerate(order):
+                if (
+                    variant not in part.index
+                    or col not in part
+                    or not np.isfinite(part.loc[variant, col])
+                ):
+                    continue
+                r = part.loc[variant]
+                ax.errorbar(
+                    r[col],
+                    y + 0.15 * (k - (len(shots) - 1) / 2),
+                    xerr=[[r[col] - r[f"{col}_low"]], [r[f"{col}_high"] - r[col]]],
+                    fmt="o",
+                    color=colors[shot],
+                    capsize=3,
+                    label=("full" if shot == -1 else f"{shot}-shot")
+                    if y == 0 or col == "closed"
+                    else None,
+                )
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_title(title, fontsize="medium")
+        ax.set(xlabel="accuracy points (fraction)")
+    axes[0].set_yticks(range(len(order)), order)
+    axes[0].invert_yaxis()
+    handles, labels = axes[1].get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    axes[1].legend(unique.values(), unique.keys(), title="n-shot", fontsize="small")
+    fig.suptitle("does a better label mapping or prompt close the gap sparsity opens? (95% CI)")
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- the pretrain notebook
 
 

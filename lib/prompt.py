@@ -172,3 +172,126 @@ class PadPrompter(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         _check_batch(x)
         return self.normalize(resize(x, self.source_size) + self.pattern())
+
+
+# ---------------------------------------------------------------- SMM (Cai et al., ICML 2024)
+
+# The reference's patch sizes (tmlr-group/SMM instance_model.py): the mask is one value per
+# patch of this side, so the generator halves the resolution log2(patch) times.
+SMM_PATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16)
+SMM_PAPER_PATCH, SMM_PAPER_SIZE = 8, 224  # instancewise_vp.py: --patch_size 8 at 224 px
+
+
+def smm_patch_size(source_size: int) -> int:
+    """The paper's patch scaled to the source: the power of two in SMM_PATCH_SIZES nearest (in
+    log scale) to 8 * source_size / 224, so the mask keeps about the paper's 28 patches per
+    side (224 px: 8, 28x28 patches; 32 px: 1, 32x32)."""
+    target = SMM_PAPER_PATCH * source_size / SMM_PAPER_SIZE
+    return min(SMM_PATCH_SIZES, key=lambda p: (abs(math.log2(p / target)), p))
+
+
+class MaskGenerator(nn.Module):
+    """SMM's lightweight mask ConvNet f_mask (AttributeNet, 5 layers, 3 channels).
+
+    As tmlr-group/SMM instance_model.py: 3x3 convolutions 3->8->16->32->64 each with BN and
+    ReLU, a 2x2 max-pool after the first log2(patch_size) of them, then a 3x3 convolution
+    64->3 with no activation: one unbounded mask value per patch and color channel,
+    [N, 3, S / patch, S / patch].
+    """
+
+    def __init__(self, patch_size: int = SMM_PAPER_PATCH) -> None:
+        super().__init__()
+        if patch_size not in SMM_PATCH_SIZES:
+            raise ValueError(
+                f"unknown SMM patch_size {patch_size}; choose one of: "
+                f"{', '.join(map(str, SMM_PATCH_SIZES))}"
+            )
+        self.patch_size = patch_size
+        pools = int(math.log2(patch_size))
+        layers: list[nn.Module] = []
+        for i, (cin, cout) in enumerate(((3, 8), (8, 16), (16, 32), (32, 64))):
+            layers += [nn.Conv2d(cin, cout, 3, 1, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            if i < pools:
+                layers.append(nn.MaxPool2d(2, 2))
+        layers.append(nn.Conv2d(64, 3, 3, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class SampleSpecificMaskPrompt(nn.Module):
+    """SMM: resize to the source size, normalize, add delta * f_mask(image) upsampled per patch.
+
+    As tmlr-group/SMM (instance_model.py InstancewiseVisualPrompt, instancewise_vp.py): the
+    target image is resized to the full source size (no padding), normalized, and the shared
+    pattern delta [3, S, S] (zeros at start, no sigmoid) is multiplied by the sample's mask,
+    whose patch values are repeated over patch x patch pixels ("patch-wise interpolation",
+    nearest), then added: x + delta * mask(x). Unlike the expansive prompt the prompt overlaps
+    the image everywhere; the mask decides where and how strongly. The reference trains delta
+    and f_mask with two Adam optimizers at lr 0.01 and the same MultiStepLR (x0.1 at 50%, 72%);
+    Adam is per-parameter, so one Adam over both at the run's lr is the same update.
+    """
+
+    def __init__(
+        self,
+        source_size: int,
+        patch_size: int | None = None,
+        normalize: Normalize = (IMAGENET_MEAN, IMAGENET_STD),
+    ) -> None:
+        super().__init__()
+        patch_size = smm_patch_size(source_size) if patch_size is None else patch_size
+        if patch_size not in SMM_PATCH_SIZES or source_size % patch_size:
+            raise ValueError(
+                f"SMM patch_size {patch_size} must be one of {SMM_PATCH_SIZES} and divide the "
+                f"source size {source_size}"
+            )
+        self.source_size, self.patch_size = source_size, patch_size
+        self.delta = nn.Parameter(torch.zeros(3, source_size, source_size))
+        self.generator = MaskGenerator(patch_size)
+        self.normalize = _Normalize(*normalize) if normalize is not None else nn.Identity()
+
+    def mask(self, x: Tensor) -> Tensor:
+        """Per-sample mask [N, 3, S, S] of the normalized source-size images `x`."""
+        patches = self.generator(x)
+        return patches.repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
+
+    def pattern(self) -> Tensor:
+        """The shared pattern delta [3, S, S], for visualization (the mask is per sample)."""
+        return self.delta
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_batch(x)
+        x = self.normalize(resize(x, self.source_size))
+        return x + self.delta * self.mask(x)
+
+
+PROMPTS: tuple[str, ...] = ("expansive", "pad", "smm")
+
+
+def build_prompt(
+    kind: str,
+    source_size: int,
+    target_size: int,
+    normalize: Normalize = (IMAGENET_MEAN, IMAGENET_STD),
+    learn_scale: bool = False,
+    inner_mask: Tensor | None = None,
+    pad: int = 30,
+) -> nn.Module:
+    """The visual prompt a VP run uses, by name (PROMPTS)."""
+    if kind == "expansive":
+        return ExpansiveVisualPrompt(
+            source_size, target_size, normalize, learn_scale, inner_mask=inner_mask
+        )
+    if kind == "pad":
+        return PadPrompter(source_size, pad, normalize)
+    if kind == "smm":
+        return SampleSpecificMaskPrompt(source_size, None, normalize)
+    raise ValueError(f"unknown prompt {kind!r}; choose one of: {', '.join(PROMPTS)}")
+
+
+def prompt_hyperparameters(prompt: nn.Module) -> dict[str, int | str]:
+    """What a record says about the prompt's fixed hyperparameters (SMM: patch, generator)."""
+    if isinstance(prompt, SampleSpecificMaskPrompt):
+        return {"patch_size": prompt.patch_size, "generator": "smm-5-layer-3-channel"}
+    return {}

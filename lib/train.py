@@ -28,8 +28,8 @@ from lib.backbone import (  # noqa: F401 - fold_batchnorm, freeze re-exported
 from lib.calibration import ece
 from lib.config import SCHEDULES
 from lib.data import get_spec
-from lib.labelmap import LabelMapper
-from lib.prompt import ExpansiveVisualPrompt, PadPrompter, lower_triangle_mask
+from lib.labelmap import LabelMapper, build_mapper, mapping_hyperparameters
+from lib.prompt import build_prompt, lower_triangle_mask, prompt_hyperparameters
 from lib.sources import source_kind
 from lib.utils import progress
 
@@ -496,22 +496,22 @@ def transfer_vp(
     probe = torch.zeros(1, 3, cfg.source_size, cfg.source_size, device=device)
     num_source = source(probe).shape[1]
     stats = input_stats(cfg.arch)
-    if cfg.prompt == "expansive":
+    if cfg.prompt == "additive":  # CLIP's, after normalization (lib.clip)
+        from lib.clip import AdditivePrompt
+
+        prompt = AdditivePrompt(cfg.source_size, cfg.pad, stats)
+    else:
         inner = cfg.inner_mask == "lower_triangle"
-        prompt = ExpansiveVisualPrompt(
+        prompt = build_prompt(
+            cfg.prompt,
             cfg.source_size,
             cfg.input_size,
             stats,
             cfg.learn_scale,
             inner_mask=lower_triangle_mask(cfg.input_size) if inner else None,
+            pad=cfg.pad,
         )
-    elif cfg.prompt == "additive":  # CLIP's, after normalization (lib.clip)
-        from lib.clip import AdditivePrompt
-
-        prompt = AdditivePrompt(cfg.source_size, cfg.pad, stats)
-    else:
-        prompt = PadPrompter(cfg.source_size, cfg.pad, stats)
-    mapper = LabelMapper(
+    mapper = build_mapper(
         cfg.mapping, num_source, spec.num_classes, cfg.per_target, cfg.mapping_interval, cfg.seed
     )
     model = PromptedClassifier(prompt, fast, mapper)
@@ -545,6 +545,10 @@ def transfer_vp(
         )
     mapping = mapping_info(cfg, mapper, num_source, spec.classes)
     mapping["changes"] = fit.mapping_changes
+    mapping["hyperparameters"] = mapping_hyperparameters(cfg.mapping, spec.num_classes)
+    mapping["prompt_hyperparameters"] = prompt_hyperparameters(prompt)
+    if mapper.weights is not None:  # blm/blmpp: the many-to-many matrix [S, T] itself
+        mapping["weights"] = mapper.weights.round(decimals=5).tolist()
     artifacts = {"prompt": prompt.pattern().detach().cpu()}
     return Transfer(
         fit, test_logits, test_labels, fit_logits, fit_labels, trained, artifacts, mapping

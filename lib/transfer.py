@@ -101,7 +101,16 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="ILM: recompute the label mapping every k epochs (paper: 1)",
     )
-    a("--mapping", default="ilm", help="label mapping: ilm | flm | rlm | linear")
+    a(
+        "--mapping",
+        default="ilm",
+        help="label mapping: ilm | flm | rlm | linear | blm | blmpp (Bayesian-guided, BLM+)",
+    )
+    a(
+        "--prompt",
+        default="expansive",
+        help="VP prompt: expansive (ILM-VP's) | pad | smm (sample-specific masks)",
+    )
     a(
         "--selection",
         default="val",
@@ -153,6 +162,7 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
             act_bits=args.act_bits,
             method=args.method,
             mapping=args.mapping,
+            prompt=args.prompt,
             mapping_interval=args.mapping_interval,
             selection=args.selection,
             n_shot_policy=args.n_shot_policy,

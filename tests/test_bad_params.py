@@ -52,9 +52,9 @@ def _nothing_ran(outputs):
         ({"arch": "resnet51"}, ValueError, "unknown architecture .resnet51.; choose one of"),
         ({"method": "finetune"}, ValueError, "unknown method 'finetune'; choose one of: lp, vp"),
         (
-            {"method": "vp", "mapping": "blm"},
+            {"method": "vp", "mapping": "bayes"},
             ValueError,
-            "unknown mapping 'blm'; choose one of: ilm, flm, rlm, linear",
+            "unknown mapping 'bayes'; choose one of: ilm, flm, rlm, linear, blm, blmpp",
         ),
         ({"epochs": -1}, ValueError, "epochs must be a number >= 1, got -1"),
         ({"method": "vp", "target_size": 64}, ValueError, r"target_size 64 must be in 1\.\.32"),

@@ -13,7 +13,11 @@ from lib.config import ExperimentConfig
         ("dataset", "cifar11", "unknown dataset 'cifar11'; choose one of: mnist"),
         ("arch", "resnet51", "unknown architecture 'resnet51'; choose one of:"),
         ("method", "finetune", "unknown method 'finetune'; choose one of: lp, vp"),
-        ("mapping", "blm", "unknown mapping 'blm'; choose one of: ilm, flm, rlm, linear"),
+        (
+            "mapping",
+            "bayes",
+            "unknown mapping 'bayes'; choose one of: ilm, flm, rlm, linear, blm, blmpp",
+        ),
         ("network", "pruned", "unknown network 'pruned'; choose one of: dense, ticket"),
         ("epochs", -1, "epochs must be a number >= 1, got -1"),
         ("epochs", "ten", "epochs must be an int, got 'ten' (str)"),

@@ -167,8 +167,8 @@ def test_linear_mapper() -> None:
 
 
 def test_mapper_errors() -> None:
-    with pytest.raises(ValueError, match="unknown mapping 'blm'; choose one of: ilm, flm, rlm"):
-        LabelMapper("blm", 10, 4)
+    with pytest.raises(ValueError, match="unknown mapping 'bayes'; choose one of: ilm, flm, rlm"):
+        LabelMapper("bayes", 10, 4)
     with pytest.raises(ValueError, match="num_source=5, num_target=3, per_target=2"):
         LabelMapper("ilm", 5, 3, per_target=2)
     with pytest.raises(ValueError, match="interval=0"):
