@@ -7,8 +7,8 @@ BLM/BLM+ follow Cai et al., "Bayesian-guided Label Mapping for Visual Reprogramm
 (NeurIPS 2024): a many-to-many matrix omega[S, T] from the joint distribution of predicted
 source labels and true target labels; target logits = source logits @ omega.
 
-    from lib.labelmap import build_mapper
-    mapper = build_mapper("blm", num_source=45, num_target=10)
+    from lib.labelmap import LabelMapper
+    mapper = LabelMapper("blm", num_source=45, num_target=10)
 """
 
 from __future__ import annotations
@@ -233,18 +233,6 @@ class LabelMapper(nn.Module):
             f"strategy={self.strategy}, num_source={self.num_source}, "
             f"num_target={self.num_target}, per_target={self.per_target}, interval={self.interval}"
         )
-
-
-def build_mapper(
-    strategy: str,
-    num_source: int,
-    num_target: int,
-    per_target: int = 1,
-    interval: int = 1,
-    seed: int = 0,
-) -> LabelMapper:
-    """The label mapper a VP run uses (one call site for every strategy of MAPPINGS)."""
-    return LabelMapper(strategy, num_source, num_target, per_target, interval, seed)
 
 
 def mapping_hyperparameters(strategy: str, num_target: int) -> dict[str, float | int]:

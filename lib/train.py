@@ -28,7 +28,7 @@ from lib.backbone import (  # noqa: F401 - fold_batchnorm, freeze re-exported
 from lib.calibration import ece
 from lib.config import SCHEDULES
 from lib.data import get_spec
-from lib.labelmap import LabelMapper, build_mapper, mapping_hyperparameters
+from lib.labelmap import LabelMapper, mapping_hyperparameters
 from lib.prompt import build_prompt, lower_triangle_mask, prompt_hyperparameters
 from lib.sources import source_kind
 from lib.utils import progress
@@ -511,7 +511,7 @@ def transfer_vp(
             inner_mask=lower_triangle_mask(cfg.input_size) if inner else None,
             pad=cfg.pad,
         )
-    mapper = build_mapper(
+    mapper = LabelMapper(
         cfg.mapping, num_source, spec.num_classes, cfg.per_target, cfg.mapping_interval, cfg.seed
     )
     model = PromptedClassifier(prompt, fast, mapper)

@@ -13,7 +13,6 @@ from lib.labelmap import (
     blm_joint,
     blm_matrix,
     blmpp_topk,
-    build_mapper,
 )
 from lib.prompt import (
     PROMPTS,
@@ -73,7 +72,7 @@ def test_blm_columns_are_distributions(strategy: str) -> None:
 @pytest.mark.parametrize("strategy", ["blm", "blmpp"])
 def test_blm_recovers_a_permutation(strategy: str) -> None:
     logits, labels, perm = permuted_source()
-    mapper = build_mapper(strategy, num_source=15, num_target=10)
+    mapper = LabelMapper(strategy, num_source=15, num_target=10)
     assert mapper.needs_update(0) and mapper.needs_update(5)  # every epoch, as ILM
     mapper.update(logits, labels)
     assert mapper.mapping.tolist() == perm.tolist()  # each target's highest-weight source
