@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 
 import pytest
 import yaml
@@ -90,7 +91,18 @@ def test_local_executor_gives_the_local_backend_records(tmp_path, outputs, ticke
     assert sorted(folder.iterdir()) == sorted([*tasks, folder / "%j"])
 
 
-def test_a_task_that_dies_fails_its_runs_with_the_error(tmp_path, outputs, tickets):
+@pytest.fixture
+def sigint_default():
+    """cancel() of a local task is a SIGINT. A test process started in the background of a
+    non-interactive shell (`pytest &`, nohup, some CI runners) has SIGINT ignored, and its
+    children inherit that: the task would run on to the end. (lib.sweep installs its own
+    handler before it submits, so its tasks start with the default.)"""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_task_that_dies_fails_its_runs_with_the_error(tmp_path, outputs, tickets, sigint_default):
     configs = sweep.expand_grid(sweep.load_params(_params(tmp_path, tickets)))
     executions = sweep.plan(configs[:2]) + sweep.plan(configs[2:])  # 2 executions, 1 task
     args = slurm.parser().parse_args(
