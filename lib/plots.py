@@ -47,6 +47,16 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- one run
 
 
+def _legend_entries(axes: Any) -> tuple[list, list[str]]:
+    """Every facet's legend entries, each label once, in order of first appearance (a facet
+    may lack a method or an n-shot)."""
+    entries: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    return list(entries.values()), list(entries)
+
+
 def history(records: list[dict[str, Any]]) -> plt.Figure:
     """Training curves of each run: train loss, train/val accuracy, val ECE."""
     rows = [
@@ -288,13 +298,7 @@ def versus_sparsity(df: pd.DataFrame, metric: str, label: str, chance: bool = Fa
         ax.set(
             xlabel="sparsity (%)" if i == len(datasets) - 1 else "", ylabel=label if j == 0 else ""
         )
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    for ax in axes.flat:  # every facet's legend entries (a facet may lack a method)
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95))
+    fig.legend(*_legend_entries(axes), loc="upper left", bbox_to_anchor=(1.0, 0.95))
     fig.tight_layout()
     return fig
 
@@ -367,13 +371,7 @@ def paired_effects(df: pd.DataFrame, metric: str, label: str) -> plt.Figure:
         ax.set_title(dataset, fontsize="medium")
         ax.set(xlabel="training images per class")
     axes[0, 0].set_ylabel(label)
-    handles, labels = [], []
-    for ax in axes[0]:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.92))
+    fig.legend(*_legend_entries(axes), loc="upper left", bbox_to_anchor=(1.0, 0.92))
     fig.tight_layout()
     return fig
 
@@ -658,13 +656,7 @@ def _lines_vs_sparsity(
                 )
         ax.set_title(f"{r}, {c}" if row else f"{c}", fontsize="medium")
         ax.set(xlabel="sparsity (%)" if i == len(rows) - 1 else "", ylabel=ylabel if j == 0 else "")
-    handles, labels = [], []
-    for ax in axes.flat:
-        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
-            if lab not in labels:
-                handles.append(h)
-                labels.append(lab)
-    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.95), title=hue)
+    fig.legend(*_legend_entries(axes), loc="upper left", bbox_to_anchor=(1.0, 0.95), title=hue)
     _mark_empty(axes)
     fig.tight_layout()
     return fig
@@ -767,14 +759,12 @@ def ece_intervals(df: pd.DataFrame, metric: str = "ece") -> plt.Figure:
             )
         ax.set_xticks(range(len(states)), [f"{v:.0f}" for v in states])
         ax.set(title=f"{dataset} | {method}", xlabel="sparsity (%)", ylabel=f"test {metric}")
-    legend = {}
-    for ax in axes.flat:  # the first panel with all n-shots may be any of them
-        legend.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
-    if legend:
-        labels = [shot for shot in shots if shot in legend]
+    handles, labels = _legend_entries(axes)
+    if labels:
+        order = sorted(range(len(labels)), key=lambda k: shots.index(labels[k]))
         fig.legend(
-            [legend[s] for s in labels],
-            labels,
+            [handles[k] for k in order],
+            [labels[k] for k in order],
             loc="upper left",
             bbox_to_anchor=(1, 0.98),
             title="n-shot",
