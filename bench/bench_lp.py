@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
 from common import add_common_args, finish, interleave, max_abs_diff, median, setup, tensors
-from torch import nn
 
-from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, normalize, split_features
-from lib.data import get_spec
-from lib.features import FEATURE_BATCH
-from lib.train import Batches, Normalized, evaluate, freeze, train_linear_probe
+from lib.cli import HelpFormatter
+
+if TYPE_CHECKING:  # torch and lib's training stack load in main: --help answers at once
+    import torch
+    from torch import nn
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 # Features differ in the last bits (memory format, batch size); Adam keeps that small.
@@ -45,6 +44,12 @@ def paper_linear_probe(
 ) -> tuple[nn.Linear, int, list[float]]:
     """The paper's loop: each epoch, every batch through frozen backbone + head; Adam on
     the head; then the evaluation split through both, keeping the most accurate epoch."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from lib.backbone import normalize, split_features
+
     features, old_head = split_features(backbone)
     features.eval()  # BN statistics stay fixed (the paper calls model.eval())
     torch.manual_seed(seed)  # the new head's init, as train_linear_probe draws it
@@ -93,6 +98,11 @@ def project_linear_probe(
     seed: int,
 ) -> tuple[nn.Linear, int, list[float]]:
     """lib.experiment's way: features of both splits once, then the head on them."""
+    import torch
+
+    from lib.features import FEATURE_BATCH
+    from lib.train import Batches, evaluate, train_linear_probe
+
     device = torch.device("cpu")
     train_features = evaluate(extractor, Batches(train, FEATURE_BATCH), device)
     val_features = evaluate(extractor, Batches(val, FEATURE_BATCH), device)
@@ -103,9 +113,7 @@ def project_linear_probe(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
     parser.add_argument(
         "--n-shot", type=int, default=10, help="training images per class; -1 = all"
@@ -124,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1); got {args.val_fraction}")
     setup(args, "lp")
+    import torch
+
+    from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, split_features
+    from lib.data import get_spec
+    from lib.train import Normalized, freeze
 
     train, val = tensors(
         args.dataset, "train", SOURCE_SIZE, args.seed, args.n_shot, args.val_fraction

@@ -14,26 +14,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-import torch
 from common import add_common_args, interleave, median, setup
-from torch.utils.flop_counter import FlopCounterMode
 
-from lib.backbone import create_backbone, fold_batchnorm
+from lib.cli import HelpFormatter
+
+if TYPE_CHECKING:  # torch loads in main: --help answers at once
+    import torch
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 
 
 def count_flops(model: torch.nn.Module, x: torch.Tensor) -> int:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         model(x)
     return counter.get_total_flops()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--iters", type=int, default=4, help="forwards per timed run")
     parser.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n matmul")
@@ -41,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser, repeats=5)
     args = parser.parse_args(argv)
     setup(args, "roofline")
+    import torch
+
+    from lib.backbone import create_backbone, fold_batchnorm
 
     torch.manual_seed(args.seed)
     model = fold_batchnorm(create_backbone(SOURCE_ARCH, SOURCE_CLASSES))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from common import finish, has_avx512, machine
 
+from lib.cli import HelpFormatter
 from lib.utils import project_root
 
 # Training on a 2-core AVX2 CPU (the budget's machine) takes this much longer than on an
@@ -55,9 +56,7 @@ def run_sweep(params: Path, env: dict[str, str], label: str, workers: int) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--params", default="params/mini.yaml", help="the study's YAML grid")
     parser.add_argument(
         "--outputs",

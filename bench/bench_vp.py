@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
 from common import add_common_args, finish, interleave, median, setup, tensors
-from torch import nn
 
-from lib.backbone import create_backbone, fold_batchnorm
-from lib.data import get_spec
-from lib.labelmap import LabelMapper
-from lib.prompt import ExpansiveVisualPrompt
-from lib.train import PromptedClassifier, train_visual_prompt
+from lib.cli import HelpFormatter
+
+if TYPE_CHECKING:  # torch and lib's training stack load in main: --help answers at once
+    import torch
+    from torch import nn
+
+    from lib.prompt import ExpansiveVisualPrompt
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 # Backbone outputs differ in the last bits (memory format, batch size) and Adam's normalised
@@ -40,6 +40,9 @@ PROMPT_TOL = 1e-2  # on |paper - project| / |project| (L2 norms)
 def paper_mapping(source_logits: torch.Tensor, labels: torch.Tensor, num_target: int) -> list:
     """ILM-VP's generate_label_mapping_by_frequency: count argmax source classes per target
     class, then greedily take the largest count, one source per target."""
+    import torch
+    import torch.nn.functional as F
+
     onehot = F.one_hot(source_logits.argmax(1), source_logits.shape[1])
     counts = torch.stack([onehot[labels == t].sum(0) for t in range(num_target)], 1).float()
     mapping = [-1] * num_target
@@ -62,6 +65,11 @@ def paper_visual_prompt(
     seed: int,
 ) -> tuple[ExpansiveVisualPrompt, list]:
     """The paper's ILM-VP loop with the project's prompt module (same math)."""
+    import torch
+    import torch.nn.functional as F
+
+    from lib.prompt import ExpansiveVisualPrompt
+
     network.eval()
     target_size = train[0].shape[-1]
     prompt = ExpansiveVisualPrompt(SOURCE_SIZE, target_size)
@@ -116,6 +124,11 @@ def project_visual_prompt(
     seed: int,
 ) -> tuple[ExpansiveVisualPrompt, list]:
     """lib.experiment's way: BN folded into the convs, PromptedClassifier, train_visual_prompt."""
+    from lib.backbone import fold_batchnorm
+    from lib.labelmap import LabelMapper
+    from lib.prompt import ExpansiveVisualPrompt
+    from lib.train import PromptedClassifier, train_visual_prompt
+
     prompt = ExpansiveVisualPrompt(SOURCE_SIZE, train[0].shape[-1])
     mapper = LabelMapper("ilm", SOURCE_CLASSES, num_target, seed=seed)
     model = PromptedClassifier(prompt, fold_batchnorm(source), mapper)
@@ -124,9 +137,7 @@ def project_visual_prompt(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--dataset", default="digits", choices=("digits", "mnist"))
     parser.add_argument(
         "--max-train", type=int, default=1000, help="training images (mini study: 1000)"
@@ -143,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.val_fraction < 1:
         parser.error(f"--val-fraction must be in (0, 1); got {args.val_fraction}")
     setup(args, "vp")
+    import torch
+
+    from lib.backbone import create_backbone
+    from lib.data import get_spec
 
     size = get_spec(args.dataset).vp_size
     train, val = tensors(args.dataset, "train", size, args.seed, -1, args.val_fraction)

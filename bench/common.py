@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -20,31 +19,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
+from lib.results import cpu_name, has_avx512
+
 if TYPE_CHECKING:  # torch loads when a benchmark starts: --help answers at once
     import torch
 
 # Benchmarks run the real loops; their progress bars would drown the figures.
 os.environ.setdefault("SPARSE_VP_NO_PROGRESS", "1")
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def has_avx512() -> bool:
-    """Whether the CPU has AVX-512 (training runs ~2.4x faster here than on AVX2-only CPUs)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False
 
 
 def machine() -> str:

@@ -10,17 +10,30 @@ Import nothing heavy here: `--help` of every command must return within two seco
 from __future__ import annotations
 
 import argparse
+import copy
+
+
+def _has_default(action: argparse.Action) -> bool:
+    """A default worth printing: not None, False, "" or suppressed (0 is one)."""
+    default = action.default
+    return not (default is None or default is False or default in (argparse.SUPPRESS, ""))
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The description as written (it holds example commands), and "(default: X)" after
-    every option whose help does not already name its default."""
+    every option whose help does not already name its default (an option without help, too)."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        if action.help is None and action.option_strings and _has_default(action):
+            action = copy.copy(action)  # argparse prints no line for help=None
+            action.help = "(default: %(default)s)"
+        super().add_argument(action)
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if (
             "default" in text.lower()
-            or action.default in (None, argparse.SUPPRESS, False, "")
+            or not _has_default(action)
             or not action.option_strings
             or isinstance(action, argparse._HelpAction)
         ):

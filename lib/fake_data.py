@@ -37,7 +37,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from lib.paper_data import COOP_SPLIT_FILES, FAKE_MARKER, PAPER_DATASETS
+from lib.cli import HelpFormatter
 from lib.utils import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 SIZE = 8  # side of every fake image file (CIFAR and SVHN: 32, their formats' fixed size)
@@ -114,6 +114,8 @@ def _coop_rows() -> dict[str, list[list]]:
 
 def _write_coop(folder: Path, name: str, members: list[list[str]], rows: list[list]) -> None:
     """CoOp's split file: per class, its files shuffled (seed 0) into train / val / test."""
+    from lib.paper_data import COOP_SPLIT_FILES  # torchvision: not for --help
+
     rng = np.random.default_rng(0)
     table: dict[str, list] = {"train": [], "val": [], "test": []}
     for label, (files, (_, cname, n_train, n_val, n_test)) in enumerate(
@@ -135,6 +137,8 @@ def _write_coop(folder: Path, name: str, members: list[list[str]], rows: list[li
 
 
 def _cifar(root: Path, name: str, images: Images) -> None:
+    from lib.paper_data import PAPER_DATASETS  # torchvision: not for --help
+
     per_train, per_test = CIFAR_PER_CLASS[name]
     classes = 10 if name == "cifar10" else 100
     rng = np.random.default_rng(0)
@@ -311,6 +315,8 @@ def _oxfordpets(root: Path, name: str, images: Images) -> None:
 
 def _write_coop_in_parts(folder: Path, name: str, members: list[list[str]], rows: list) -> None:
     """CoOp's split where its test list is the official test set: the last n_test files."""
+    from lib.paper_data import COOP_SPLIT_FILES  # torchvision: not for --help
+
     table: dict[str, list] = {"train": [], "val": [], "test": []}
     rng = np.random.default_rng(0)
     for label, (files, (_, cname, n_train, n_val, _)) in enumerate(zip(members, rows, strict=True)):
@@ -411,6 +417,8 @@ WRITERS: dict[str, Callable[[Path, str, Images], None]] = {
 
 def write_fake(root: str | Path, names: list[str] | None = None) -> Path:
     """Write the fake copies of `names` (default: all 14) under `root`; returns the root."""
+    from lib.paper_data import FAKE_MARKER  # torchvision: not for --help
+
     root = Path(root)
     names = list(WRITERS) if names is None else names
     unknown = [n for n in names if n not in WRITERS]
@@ -441,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lib.fake_data",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("root", help="folder to write into (use it as $SPARSE_VP_DATA)")
     parser.add_argument("--datasets", nargs="+", default=None, help="default: all 14")

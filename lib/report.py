@@ -47,6 +47,7 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
         f"{', '.join(sorted(df['network'].unique()))}; {sources} source model(s)). Every run's "
         f"numbers: [`results.csv`](results.csv) (one row per run) and `records/*.json`.",
         "",
+        *_provenance_lines(df),
         "Each finding compares the sparsest lottery ticket with the dense source on paired runs "
         "(same dataset, n-shot, transfer seed and source model). Effect: mean paired difference, "
         "signed so that > 0 is the paper's direction; interval: 95%, hierarchical bootstrap over "
@@ -65,6 +66,23 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
         lines.append(f"| {row['finding']} | {effect} | {row['pairs']} | **{row['verdict']}** |")
     lines += ["", "Verdict words:", "", verdict_definitions()]
     return "\n".join(lines)
+
+
+def _provenance_lines(df: pd.DataFrame) -> list[str]:
+    """Where the runs ran, and which of them are optimistic (epoch chosen on the test set)."""
+    lines = []
+    if "cpu" in df and df["cpu"].notna().any():
+        counts = df["cpu"].fillna("unknown CPU").value_counts()
+        machines = "; ".join(f"{cpu} ({n} run{'s' * (n != 1)})" for cpu, n in counts.items())
+        lines += [f"Ran on: {machines}.", ""]
+    if "selection" in df and (df["selection"] == "test").any():
+        n = int((df["selection"] == "test").sum())
+        lines += [
+            f"**{n} of {len(df)} runs are optimistic**: `selection: test` (the paper's "
+            "protocol) picks their epoch and temperature on the test set they report.",
+            "",
+        ]
+    return lines
 
 
 def per_point(df: pd.DataFrame, keys: list[str]) -> str:

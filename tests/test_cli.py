@@ -15,7 +15,8 @@ from lib import console
 from lib.cli import HelpFormatter, accept_both_spellings
 from lib.utils import project_root
 
-ENTRY_POINTS = ["lib.sweep", "lib.transfer", "lib.tickets", "lib.compare"]
+ENTRY_POINTS = ["lib.sweep", "lib.transfer", "lib.tickets", "lib.compare", "lib.fake_data"]
+BENCH_SCRIPTS = ["bench_lp.py", "bench_vp.py", "bench_roofline.py", "bench_study.py"]
 
 
 def _python(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
@@ -55,6 +56,24 @@ def test_help_imports_no_torch_and_shows_defaults(module):
     assert seconds < 2, seconds  # CPU seconds
 
 
+@pytest.mark.parametrize("script", BENCH_SCRIPTS)
+def test_bench_help_imports_no_torch_and_shows_defaults(script):
+    code = (
+        "import runpy, sys\n"
+        "sys.path.insert(0, 'bench')\n"
+        f"sys.argv = ['{script}', '--help']\n"
+        "try:\n"
+        f"    runpy.run_path('bench/{script}', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', file=sys.stderr)\n"
+    )
+    done, seconds = _python("-c", code)
+    assert "NO TORCH" in done.stderr, done.stderr[-2000:]
+    assert f"usage: {script}" in done.stdout and "(default: " in done.stdout
+    assert seconds < 2, seconds  # CPU seconds
+
+
 def test_transfer_help_shows_defaults_and_both_spellings():
     from lib.transfer import parser
 
@@ -73,10 +92,14 @@ def test_both_spellings_helper_and_formatter():
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--n_bins", type=int, default=15, help="bins")
     p.add_argument("--said", default=3, help="bins (default 3)")
+    p.add_argument("--lr", type=float, default=0.01)  # no help: the default still shows
+    p.add_argument("--seed", type=int, default=0, help="seed")  # 0 is a default, not "none"
     accept_both_spellings(p)
     assert p.parse_args(["--dry_run", "--n-bins", "4"]).dry_run
     text = p.format_help()
     assert "bins (default: 15)" in text and "(default 3) (default" not in text
+    assert "(default: 0.01)" in text and "seed (default: 0)" in text
+    assert "--dry-run, --dry_run\n" in text  # a flag has no default to show
     with pytest.raises(SystemExit):
         p.parse_args(["--dryrun"])
 

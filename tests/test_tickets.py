@@ -95,3 +95,14 @@ def test_compare_reports_differences(tmp_path, tickets):
     lines = compare(manifest, remade)
     assert "+0.0100" in lines[1]
     assert lines[-1].startswith(f"{len(manifest['files']) - 1} of {len(manifest['files'])} files")
+
+
+def test_compare_one_remade_seed(tmp_path, tickets):
+    """`remake --seeds 0` is compared with the shipped seed0 files only."""
+    root, manifest = _release(tmp_path, tickets)
+    remade = build_manifest(root, [0], "test-v1")
+    lines = compare(manifest, remade)
+    seed0 = [rel for rel in manifest["files"] if rel.startswith("seed0/")]
+    assert 0 < len(seed0) < len(manifest["files"])
+    assert lines[-1].startswith(f"{len(seed0)} of {len(seed0)} files")
+    assert all(line.split()[0] == "0" for line in lines[1:-1])

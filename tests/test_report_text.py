@@ -1,0 +1,45 @@
+"""The report's summary text: what it says about the machines and optimistic runs."""
+
+import pandas as pd
+
+from lib.report import summary
+
+TABLE = pd.DataFrame(
+    [
+        {
+            "finding": "f",
+            "measure": "d",
+            "effect": 0.1,
+            "low": 0.0,
+            "high": 0.2,
+            "pairs": 4,
+            "verdict": "inconclusive",
+        }
+    ]
+)
+
+
+def _runs(selection: list[str], cpu: list[str | None]) -> pd.DataFrame:
+    n = len(selection)
+    return pd.DataFrame(
+        {
+            "dataset": ["mnist"] * n,
+            "method": ["lp"] * n,
+            "network": ["dense"] * n,
+            "source_seed": [0] * n,
+            "selection": selection,
+            "cpu": cpu,
+        }
+    )
+
+
+def test_summary_names_the_machines():
+    text = summary(TABLE, _runs(["val"] * 3, ["Xeon", "Xeon", "EPYC"]), "ece", "s")
+    assert "Ran on: Xeon (2 runs); EPYC (1 run)." in text
+    assert "optimistic" not in text
+
+
+def test_summary_flags_optimistic_runs():
+    text = summary(TABLE, _runs(["test", "val", "test"], [None] * 3), "ece", "s")
+    assert "**2 of 3 runs are optimistic**" in text
+    assert "Ran on" not in text  # records from before the CPU was recorded
