@@ -37,41 +37,35 @@ def test_unknown_sweep_flag_fails_fast_and_names_it():
     assert seconds < 1, seconds  # CPU seconds: no torch, no pandas before the flags are checked
 
 
-@pytest.mark.parametrize("module", ENTRY_POINTS)
-def test_help_imports_no_torch_and_shows_defaults(module):
-    # torch alone takes seconds to import: --help must not need it (lazy imports)
+def _help(name: str, run: str) -> tuple[subprocess.CompletedProcess, float]:
+    """`name --help` through runpy's `run` (run_module / run_path), and whether torch loaded."""
     code = (
         "import runpy, sys\n"
-        f"sys.argv = ['{module}', '--help']\n"
+        "sys.path.insert(0, 'bench')\n"
+        f"sys.argv = ['{name}', '--help']\n"
         "try:\n"
-        f"    runpy.run_module('{module}', run_name='__main__')\n"
+        f"    {run}\n"
         "except SystemExit:\n"
         "    pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', file=sys.stderr)\n"
     )
     done, seconds = _python("-c", code)
-    assert "NO TORCH" in done.stderr, done.stderr[-2000:]
+    assert "NO TORCH" in done.stderr, done.stderr[-2000:]  # torch alone takes seconds
+    assert seconds < 2, seconds  # CPU seconds
+    return done, seconds
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_help_imports_no_torch_and_shows_defaults(module):
+    done, _ = _help(module, f"runpy.run_module('{module}', run_name='__main__')")
     assert "usage: python -m" in done.stdout
     assert "default" in done.stdout
-    assert seconds < 2, seconds  # CPU seconds
 
 
 @pytest.mark.parametrize("script", BENCH_SCRIPTS)
 def test_bench_help_imports_no_torch_and_shows_defaults(script):
-    code = (
-        "import runpy, sys\n"
-        "sys.path.insert(0, 'bench')\n"
-        f"sys.argv = ['{script}', '--help']\n"
-        "try:\n"
-        f"    runpy.run_path('bench/{script}', run_name='__main__')\n"
-        "except SystemExit:\n"
-        "    pass\n"
-        "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', file=sys.stderr)\n"
-    )
-    done, seconds = _python("-c", code)
-    assert "NO TORCH" in done.stderr, done.stderr[-2000:]
+    done, _ = _help(script, f"runpy.run_path('bench/{script}', run_name='__main__')")
     assert f"usage: {script}" in done.stdout and "(default: " in done.stdout
-    assert seconds < 2, seconds  # CPU seconds
 
 
 def test_transfer_help_shows_defaults_and_both_spellings():
