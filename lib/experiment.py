@@ -100,10 +100,10 @@ def load_data(cfg: ExperimentConfig) -> tuple[Data, Data, torch.Tensor]:
     size, partition = cfg.input_size, cfg.split
     train = get_dataset(cfg.dataset, "train", cfg.root, image_size=size, partition=partition)
     test = get_dataset(cfg.dataset, "test", cfg.root, image_size=size, partition=partition)
-    if spec.kind == "mini":  # small: keep in memory as tensors, batches are plain slices
-        train, test = as_tensors(train), as_tensors(test)
     train, labels = _fixed_subset(train, _labels(train), cfg.train_pool)
     test, _ = _fixed_subset(test, _labels(test), cfg.max_test)
+    if spec.kind == "mini":  # small: in memory as tensors (after subsetting), plain slices
+        train, test = as_tensors(train), as_tensors(test)
     return train, test, labels
 
 

@@ -58,21 +58,42 @@ def _legend_entries(axes: Any) -> tuple[list, list[str]]:
 
 
 def history(records: list[dict[str, Any]]) -> plt.Figure:
-    """Training curves of each run: train loss, train/val accuracy, val ECE."""
+    """Training curves: train loss, train/val accuracy and val ECE per epoch, one line per
+    run (source model x seed), coloured by data budget. Runs are drawn, not averaged: an
+    average over source models would hide the spread the study's intervals resample."""
     rows = [
-        {**h, "run": f"{shots_label(r['params']['n_shot'])} s{r['params']['seed']}"}
+        {
+            **h,
+            "n_shot": r["params"]["n_shot"],
+            "run": (r["params"].get("source_seed", 0), r["params"]["n_shot"], r["params"]["seed"]),
+        }
         for r in records
         for h in r["history"]
     ]
     df = pd.DataFrame(rows)
+    order = sorted(df["n_shot"].unique(), key=lambda n: np.inf if n == -1 else n)
+    df["data"] = df["n_shot"].map(shots_label)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
     for ax, col in zip(
         axes, ("train_loss", "train_accuracy", "val_accuracy", "val_ece"), strict=True
     ):
-        sns.lineplot(df, x="epoch", y=col, hue="run", ax=ax, legend=ax is axes[-1])
+        sns.lineplot(
+            df,
+            x="epoch",
+            y=col,
+            hue="data",
+            hue_order=[shots_label(n) for n in order],
+            units="run",
+            estimator=None,  # every run its own line: no averaging, no bootstrap band
+            lw=1,
+            alpha=0.8,
+            ax=ax,
+            legend=ax is axes[-1],
+        )
         ax.set_title(col.replace("_", " "))
     if axes[-1].get_legend():
-        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1, 1))
+        sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1, 1), title="data")
+    fig.suptitle(f"{len(records)} runs, one line each", x=0.01, ha="left", fontsize=9)
     fig.tight_layout()
     return fig
 
