@@ -28,11 +28,12 @@ if TYPE_CHECKING:
 # Errors of a notebook are in its cells' outputs (and the sweep's FAILED line), not there.
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
-# Prior cost model (seconds on one core of a 2-core AVX-512 CPU, measured on the mini study:
-# 57 notebooks in ~20 min with two workers); measured rates replace it as notebooks finish.
+# Prior cost model (seconds on one core of a 2-core AVX-512 CPU, fitted to the mini study's
+# cold run on an AMD EPYC VM, 2026-12-02: 16 notebooks in 7 min 38 s with two workers; a
+# 2-core AVX2 CPU takes ~2.4x longer); measured rates replace it as notebooks finish.
 NOTEBOOK_S = 8.0  # kernel start, imports, data and source model
-VP_S_PER_IMAGE_EPOCH = 0.0025  # prompt forward + backward, ILM pass, validation
-LP_S_PER_RUN = 1.0  # head on cached features
+VP_S_PER_IMAGE_EPOCH = 0.0017  # prompt forward + backward, ILM pass, validation
+LP_S_PER_RUN = 0.4  # head on cached features, evaluation, record
 LP_S_PER_FEATURE_IMAGE = 0.0008  # the frozen backbone once over pool and test
 SOURCE_S_PER_IMAGE_EPOCH = 0.0015  # pretraining: forward + backward of the source model
 

@@ -420,9 +420,9 @@ def _side_by_side(data: pd.DataFrame, order: list[str], metrics: tuple, title: s
     for (i, method), (j, (metric, label)) in itertools.product(
         enumerate(methods), enumerate(metrics)
     ):
-        ax = axes[i, j]
+        ax, rows = axes[i, j], data[data["Method"] == method]
         sns.pointplot(
-            data[data["Method"] == method],
+            rows,
             x="shots",
             y=metric,
             hue="side",
@@ -435,6 +435,18 @@ def _side_by_side(data: pd.DataFrame, order: list[str], metrics: tuple, title: s
             legend=(i == 0 and j == len(metrics) - 1),
         )
         ax.set(xlabel="training images per class", ylabel=label, title=f"{method}")
+        for x, shots in enumerate(data["shots"].cat.categories):  # an empty slot says so
+            if not (rows["shots"] == shots).any():
+                ax.text(
+                    x,
+                    0.5,
+                    "no matched runs",
+                    transform=ax.get_xaxis_transform(),
+                    ha="center",
+                    va="center",
+                    color="0.45",
+                    fontsize="small",
+                )
     if axes[0, -1].get_legend():
         sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1, 1), title="")
     fig.suptitle(title, fontsize="medium")
