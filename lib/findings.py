@@ -42,6 +42,19 @@ def with_source(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def paper_vp(df: pd.DataFrame) -> pd.DataFrame:
+    """The frame with the paper's VP only (ILM mapping, expansive prompt) when its VP runs
+    hold several variants (params/vp_methods.yaml): the findings never average ILM with BLM
+    or SMM runs (lib.findings.vp_methods_gap compares them). Unchanged otherwise."""
+    if not {"method", "mapping", "prompt"} <= set(df):
+        return df
+    vp = df["method"] == "vp"
+    if len(df.loc[vp, ["mapping", "prompt"]].drop_duplicates()) <= 1:
+        return df
+    mapping, prompt = next(iter(VP_VARIANTS))
+    return df[~vp | ((df["mapping"] == mapping) & (df["prompt"] == prompt))]
+
+
 def verdict(low: float, high: float) -> str:
     """From a 95% interval of an effect whose paper direction is positive."""
     if not (np.isfinite(low) and np.isfinite(high)):
@@ -110,8 +123,9 @@ def findings(
     df: pd.DataFrame, calibration_metric: str = "debiased_ece", n: int = RESAMPLES
 ) -> pd.DataFrame:
     """One row per finding: claim, measure, effect (mean paired difference, paper's direction
-    positive), its 95% hierarchical-bootstrap interval, pairs, source models, verdict."""
-    df = with_source(df)
+    positive), its 95% hierarchical-bootstrap interval, pairs, source models, verdict.
+    VP is the paper's variant where a study has several (paper_vp)."""
+    df = with_source(paper_vp(df))
     rows = []
 
     def add(claim: str, diffs: pd.Series, measure: str) -> None:

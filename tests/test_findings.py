@@ -13,6 +13,7 @@ from lib.findings import (
     hierarchical_mean,
     mapping_quality,
     metric_robustness,
+    paper_vp,
     robustness_statement,
     verdict,
 )
@@ -85,6 +86,20 @@ def test_opposite_data_contradicts_them():
     assert verdicts[VP_GAP] == "contradicted"
     assert verdicts["sparse tickets are worse calibrated (LP, debiased ECE)"] == "contradicted"
     assert (table["pairs"] > 0).all()
+
+
+def test_findings_never_pool_vp_variants():
+    """A study with ILM and BLM runs (params/vp_methods.yaml): the findings read ILM-VP, the
+    paper's, alone; BLM runs with the opposite effect must not move them."""
+    ilm = _frame(vp_drop=0.2, lp_drop=0.02, ece_rise=0.1).assign(mapping="ilm", prompt="expansive")
+    blm = _frame(vp_drop=-0.3, lp_drop=0.02, ece_rise=-0.1).assign(
+        mapping="blm", prompt="expansive"
+    )
+    both = pd.concat([ilm, blm[blm["method"] == "vp"]], ignore_index=True)
+    assert len(paper_vp(both)) == len(ilm)
+    assert paper_vp(ilm) is ilm  # one variant: nothing dropped
+    pd.testing.assert_frame_equal(findings(both), findings(ilm))
+    assert _verdicts(findings(both))[VP_GAP] == "supported"
 
 
 def test_verdict_only_when_the_interval_excludes_zero():
