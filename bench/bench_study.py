@@ -23,13 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import finish, has_avx512, machine
+from common import finish, machine
 
 from lib.cli import HelpFormatter
+from lib.results import has_avx512
 from lib.utils import project_root
 
 # Training on a 2-core AVX2 CPU (the budget's machine) takes this much longer than on an
 # AVX-512 one: ~2.4x for the transfer loops; a whole mini study measured 2.1x (17.8 vs 37.7 min).
+# The instruction set is the smaller part of it: held to AVX2 kernels (ATEN_CPU_CAPABILITY=avx2
+# ONEDNN_MAX_CPU_ISA=AVX2), an AVX-512 EPYC trained VP 1.2x slower; the rest is the machine.
 AVX2_FACTOR = 2.4
 SWEEP_LINE = re.compile(r"\[sweep\] .*: (\d+) runs in (\d+) notebooks, (\d+) to execute")
 
