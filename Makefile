@@ -53,8 +53,9 @@ study: data
 study-vp-methods: data
 	$(PY) -m lib.sweep params/vp_methods.yaml --workers 1
 
-# The shipped source models remade from nothing under outputs/tickets/ (three IMP runs, about
-# an hour of CPU per source seed on 2 cores; resumable) and compared with the shipped manifest.
+# The shipped source models remade from nothing under outputs/tickets/ (three IMP runs, ~30
+# CPU-minutes per source seed on AVX-512: 15 min on 2 cores; resumable), compared with the
+# shipped manifest and checked against the mini study's regime.
 tickets: setup
 	$(PY) -m lib.tickets remake tickets/glyphs-v1 --workers 3
 

@@ -226,6 +226,25 @@ def compare(manifest: dict[str, Any], remade: dict[str, Any]) -> list[str]:
     return lines
 
 
+def regime_lines(manifest: dict[str, Any]) -> tuple[list[str], bool]:
+    """One line per source seed of `manifest`: the mini study's regime checks on its
+    tickets; and whether every check passed."""
+    lines, passed = [], True
+    for seed, c in sorted(manifest.get("regime_checks", {}).items()):
+        worst = c[f"worst_ticket_minus_dense_through_state_{MATCH_THROUGH_STATE}"]
+        ok = {k: c[k] for k in ("dense_ok", "tickets_match_ok", "random_below_ok")}
+        word = {k: "ok" if v else "FAILS" for k, v in ok.items()}
+        passed = passed and all(ok.values())
+        lines.append(
+            f"seed {seed}: dense {c['dense_accuracy']:.4f} (>= {MIN_DENSE_ACCURACY}: "
+            f"{word['dense_ok']}); worst ticket - dense through state {MATCH_THROUGH_STATE} "
+            f"{worst:+.4f} (>= -{MATCH_TOLERANCE}: {word['tickets_match_ok']}); ticket - "
+            f"random at state {c['random_state']} {c['ticket_minus_random']:+.4f} "
+            f"(>= {RANDOM_GAP}: {word['random_below_ok']})"
+        )
+    return lines, passed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m lib.tickets",
@@ -275,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     make(out, recipe, seeds, version, args.workers)
     remade = json.loads((out / MANIFEST).read_text())
     print("\n".join(compare(load_manifest(root), remade)))
-    return 0
+    lines, passed = regime_lines(remade)
+    print("[tickets] the remade tickets in the mini study's regime:", *lines, sep="\n  ")
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from lib.tickets import (
     build_manifest,
     compare,
     regime_checks,
+    regime_lines,
     verify,
 )
 
@@ -106,3 +107,14 @@ def test_compare_one_remade_seed(tmp_path, tickets):
     assert 0 < len(seed0) < len(manifest["files"])
     assert lines[-1].startswith(f"{len(seed0)} of {len(seed0)} files")
     assert all(line.split()[0] == "0" for line in lines[1:-1])
+
+
+def test_regime_lines_say_which_check_fails(tmp_path, tickets):
+    _, manifest = _release(tmp_path, tickets)
+    lines, passed = regime_lines(manifest)
+    assert len(lines) == len(manifest["regime_checks"]) and lines[0].startswith("seed 0: dense")
+    failing = json.loads(json.dumps(manifest))
+    failing["regime_checks"]["0"]["random_below_ok"] = False
+    lines, passed = regime_lines(failing)
+    assert not passed
+    assert lines[0].endswith("FAILS)") and "FAILS" not in lines[0].rsplit(";", 1)[0]
