@@ -12,6 +12,7 @@ Nothing here imports torch: the sweep's argument errors and --help answer within
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -179,6 +180,11 @@ def final_line(outcomes: list[Outcome], seconds: float, report: Path | None) -> 
 def shots_label(n_shot: int) -> str:
     """'full' for all training images (-1), else '10-shot'."""
     return "full" if n_shot == -1 else f"{n_shot}-shot"
+
+
+def shots_order(n_shots: Iterable[int]) -> list[int]:
+    """The distinct n-shots, fewest first and full data (-1) last."""
+    return sorted(set(n_shots), key=lambda n: math.inf if n == -1 else n)
 
 
 def run_line(record: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lib.bootstrap import interval, resample_counts
+from lib.console import shots_order
 
 PAIR_KEYS = ["dataset", "n_shot", "seed", "source_seed"]
 RESAMPLES = 4000  # cheap (one matrix product); the interval's ends are stable to ~1%
@@ -313,7 +314,7 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
     state = max(states)
     base_key = next(iter(VP_VARIANTS))
     rows = []
-    shots = sorted(vp["n_shot"].unique(), key=lambda s: np.inf if s == -1 else s)
+    shots = shots_order(vp["n_shot"])
     for shot in shots:
         d = vp[vp["n_shot"] == shot]
         base_dense = _variant_accuracy(d, *base_key, True, state)

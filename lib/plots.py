@@ -16,7 +16,7 @@ import seaborn as sns
 import torch
 
 from lib.config import kept_fraction
-from lib.console import shots_label
+from lib.console import shots_label, shots_order
 from lib.findings import CALIBRATION_METRICS, hierarchical_mean, mapping_quality
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
@@ -39,8 +39,7 @@ def tidy(frame: pd.DataFrame) -> pd.DataFrame:
     df["sparsity_pct"] = (100 * (1 - kept_fraction(df["sparsity"]))).round(1)
     df["shots"] = df["n_shot"].map(shots_label)
     df["Method"] = df["method"].map(METHOD_NAMES).fillna(df["method"])
-    order = sorted(df["n_shot"].unique(), key=lambda n: np.inf if n == -1 else n)
-    df["shots"] = pd.Categorical(df["shots"], [("full" if n == -1 else f"{n}-shot") for n in order])
+    df["shots"] = pd.Categorical(df["shots"], [shots_label(n) for n in shots_order(df["n_shot"])])
     return df
 
 
@@ -71,7 +70,6 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
         for h in r["history"]
     ]
     df = pd.DataFrame(rows)
-    order = sorted(df["n_shot"].unique(), key=lambda n: np.inf if n == -1 else n)
     df["data"] = df["n_shot"].map(shots_label)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.2))
     for ax, col in zip(
@@ -82,7 +80,7 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
             x="epoch",
             y=col,
             hue="data",
-            hue_order=[shots_label(n) for n in order],
+            hue_order=[shots_label(n) for n in shots_order(df["n_shot"])],
             units="run",
             estimator=None,  # every run its own line: no averaging, no bootstrap band
             lw=1,
@@ -354,7 +352,7 @@ def paired_effects(df: pd.DataFrame, metric: str, label: str) -> plt.Figure:
         ax.text(0.5, 0.5, "no dense-ticket pairs in this study", ha="center", va="center")
         return fig
     datasets = sorted(table["dataset"].unique())
-    shots = sorted(table["n_shot"].unique(), key=lambda n: np.inf if n == -1 else n)
+    shots = shots_order(table["n_shot"])
     fig, axes = plt.subplots(
         1, len(datasets), figsize=(3.6 * len(datasets) + 1.4, 3.4), squeeze=False, sharey=True
     )
@@ -870,7 +868,7 @@ def vp_methods_gap(table: pd.DataFrame) -> plt.Figure:
     from lib.findings import VP_VARIANTS
 
     order = [v for v in VP_VARIANTS.values() if v in set(table["variant"])]
-    shots = sorted(table["n_shot"].unique(), key=lambda s: np.inf if s == -1 else s)
+    shots = shots_order(table["n_shot"])
     colors = dict(zip(shots, sns.color_palette("colorblind", len(shots)), strict=False))
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(order) + 2), sharey=True)
     for ax, (col, title) in zip(
