@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     remade = json.loads((out / MANIFEST).read_text())
     print("\n".join(compare(load_manifest(root), remade)))
     lines, passed = regime_lines(remade)
-    print("[tickets] the remade tickets in the mini study's regime:", *lines, sep="\n  ")
+    print("[tickets] regime checks of the remade tickets:", *lines, sep="\n  ")
     return 0 if passed else 1
 
 
