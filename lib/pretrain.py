@@ -152,8 +152,8 @@ class SourceConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     rewind_iter: int = 140
-    max_state: int = 12
-    random_states: tuple[int, ...] = (8, 12)
+    max_state: int = 20
+    random_states: tuple[int, ...] = (12, 20)
     seed: int = 0
     out_dir: str = ""  # "" = {outputs}/checkpoints/{dataset}_{arch}
 

@@ -74,7 +74,7 @@ def test_source_config_validation_and_paths(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SPARSE_VP_OUTPUTS", str(tmp_path))
     cfg = SourceConfig()
     assert cfg.output_path == tmp_path / "checkpoints" / "glyphs_cifar_resnet_20_8"
-    assert list(cfg.imp_kwargs()["states"]) == list(range(13))
+    assert list(cfg.imp_kwargs()["states"]) == list(range(cfg.max_state + 1))
     assert SourceConfig(out_dir="/abs/x").output_path == Path("/abs/x")
     with pytest.raises(ValueError, match="unknown architecture 'resnet7'"):
         SourceConfig(arch="resnet7")
@@ -82,8 +82,8 @@ def test_source_config_validation_and_paths(tmp_path, monkeypatch) -> None:
         SourceConfig(dataset="glyph")
     with pytest.raises(ValueError, match="epochs must be an int >= 1, got 1.5"):
         SourceConfig(epochs=1.5)
-    with pytest.raises(ValueError, match=r"random_states \(13,\) must lie in 1..max_state \(12\)"):
-        SourceConfig(random_states=(13,))
+    with pytest.raises(ValueError, match=r"random_states \(21,\) must lie in 1..max_state \(20\)"):
+        SourceConfig(random_states=(21,))
 
 
 def test_pretrain_notebook_defaults_are_the_source_config_defaults() -> None:
