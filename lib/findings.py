@@ -1,17 +1,21 @@
-"""The paper's findings, tested on this study's records: supported, contradicted or inconclusive.
+"""The paper's findings, tested on this study's records: supported, contradicted, no effect
+larger than the margin, or inconclusive.
 
     from lib.findings import findings
     findings(results_frame("mini"), calibration_metric="debiased_ece")
 
-A finding is the mean of paired differences: the sparsest ticket minus dense, paired on
+A finding is the mean of paired differences: a ticket (findings_state) minus dense, paired on
 dataset, n-shot, transfer seed and source model. Its 95% interval comes from a hierarchical
 bootstrap (lib.bootstrap.resample_counts): source models (`source_seed`; a frame without
 that column is one source model) resampled with replacement, then the transfer seeds within
 each drawn source, a seed's pairs taken together, its spread widened for the few source
 models (lib.bootstrap.expansion: without it, 3 sources that truly differ made a null effect
 "significant" 1 time in 4). "supported" when the whole interval lies on the paper's side of
-0, "contradicted" when it lies on the other, "inconclusive" when it holds 0. Any subset of
-methods, networks and datasets works: a finding without pairs says "no data".
+0, "contradicted" when it lies on the other, "no effect larger than ±m" when it holds 0 but
+lies inside the equivalence margin m (lib.power.MARGINS: 0.03 for accuracy, 0.01 for ECE),
+"inconclusive" otherwise; each finding also carries the variance components of its pairs
+and the source models a decisive verdict would need (lib.power). Any subset of methods,
+networks and datasets works: a finding without pairs says "no data".
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import pandas as pd
 
 from lib.bootstrap import interval, resample_counts
 from lib.console import shots_order
+from lib.power import MARGINS, needed, variance_components, verdict
 
 PAIR_KEYS = ["dataset", "n_shot", "seed", "source_seed"]
 RESAMPLES = 4000  # cheap (one matrix product); the interval's ends are stable to ~1%
@@ -54,17 +59,6 @@ def paper_vp(df: pd.DataFrame) -> pd.DataFrame:
         return df
     mapping, prompt = next(iter(VP_VARIANTS))
     return df[~vp | ((df["mapping"] == mapping) & (df["prompt"] == prompt))]
-
-
-def verdict(low: float, high: float) -> str:
-    """From a 95% interval of an effect whose paper direction is positive."""
-    if not (np.isfinite(low) and np.isfinite(high)):
-        return "no data"
-    if low > 0:
-        return "supported"
-    if high < 0:
-        return "contradicted"
-    return "inconclusive"
 
 
 def hierarchical_mean(
@@ -104,6 +98,19 @@ def ticket_states(df: pd.DataFrame, method: str) -> set[int]:
     return set(d["sparsity"].astype(int)) - {0}
 
 
+def findings_state(df: pd.DataFrame) -> int | None:
+    """The ticket state the findings compare with dense: of the states with both LP and VP
+    ticket runs, the one with the most VP runs (ties: the sparsest). A study that runs VP
+    at its main state on every target and a few VP runs at sparser states (the source
+    accuracy curve) compares at the main state, not at the sparsest with a handful of pairs."""
+    common = ticket_states(df, "lp") & ticket_states(df, "vp")
+    if not common:
+        return None
+    vp = df[(df["method"] == "vp") & (df["network"] == "ticket")]
+    runs = vp["sparsity"].astype(int).value_counts()
+    return max(common, key=lambda k: (runs.get(k, 0), k))
+
+
 def dense_vs_ticket(df: pd.DataFrame, method: str, metric: str, state: int | None = None):
     """Per (dataset, n-shot, seed, source): metric of the ticket at `state` (default the
     sparsest of this method) minus that of dense. Empty when either side is missing."""
@@ -121,46 +128,94 @@ def dense_vs_ticket(df: pd.DataFrame, method: str, metric: str, state: int | Non
 
 
 def findings(
-    df: pd.DataFrame, calibration_metric: str = "debiased_ece", n: int = RESAMPLES
+    df: pd.DataFrame,
+    calibration_metric: str = "debiased_ece",
+    n: int = RESAMPLES,
+    state: int | None = None,
 ) -> pd.DataFrame:
-    """One row per finding: claim, measure, effect (mean paired difference, paper's direction
-    positive), its 95% hierarchical-bootstrap interval, pairs, source models, verdict.
+    """One row per finding: claim, measure, the ticket state compared with dense (default
+    findings_state), effect (mean paired difference, paper's direction positive), its 95%
+    hierarchical-bootstrap interval and width, pairs, source models, the equivalence margin
+    and the verdict (lib.power.verdict), the variance components of the paired differences
+    (sd_source / sd_seed / sd_residual / sd_cell and the shares of the mean's variance,
+    lib.power.variance_components) and the source models a decisive verdict would need.
     VP is the paper's variant where a study has several (paper_vp)."""
     df = with_source(paper_vp(df))
     rows = []
 
-    def add(claim: str, diffs: pd.Series, measure: str) -> None:
-        rows.append({"finding": claim, "measure": measure, **hierarchical_mean(diffs, n)})
+    def add(claim: str, diffs: pd.Series, measure: str, kind: str) -> None:
+        est = hierarchical_mean(diffs, n)
+        margin = MARGINS[kind]
+        parts = variance_components(diffs)
+        rows.append(
+            {
+                "finding": claim,
+                "measure": measure,
+                "state": state,
+                **est,
+                "width": est["high"] - est["low"],
+                "margin": margin,
+                "verdict": verdict(est["low"], est["high"], margin),
+                **{f"sd_{k}": parts[k] for k in ("source", "seed", "residual", "cell")},
+                **{f"share_{k}": parts.get(f"share_{k}") for k in ("source", "seed", "residual")},
+                "sources_needed": sources_needed(est["effect"], margin, parts),
+            }
+        )
 
-    common = ticket_states(df, "lp") & ticket_states(df, "vp")
-    state = max(common) if common else None
+    state = findings_state(df) if state is None else state
     if state is None:
         gap = pd.Series(dtype=float)
     else:
         drop_lp = -dense_vs_ticket(df, "lp", "test_accuracy", state)
         drop_vp = -dense_vs_ticket(df, "vp", "test_accuracy", state)
         gap = (drop_vp - drop_lp).dropna()
-    add("sparsity hurts VP accuracy more than LP accuracy", gap, "VP drop - LP drop")
+    add("sparsity hurts VP accuracy more than LP accuracy", gap, "VP drop - LP drop", "accuracy")
     add(
         "...and more so at the lowest n-shot than with full data",
         _fewest_minus_full(gap),
         "gap at fewest shots - gap at full",
+        "accuracy",
     )
     name = CALIBRATION_METRICS.get(calibration_metric, calibration_metric)
     for method in ("lp", "vp"):
         add(
             f"sparse tickets are worse calibrated ({METHOD_NAMES[method]}, {name})",
-            dense_vs_ticket(df, method, f"test_{calibration_metric}"),
+            dense_vs_ticket(df, method, f"test_{calibration_metric}", state),
             f"{name}: ticket - dense",
+            "ece",
         )
         add(
             f"sparse tickets are worse calibrated ({METHOD_NAMES[method]}, paper's metric)",
-            dense_vs_ticket(df, method, "test_seed_ece"),
+            dense_vs_ticket(df, method, "test_seed_ece", state),
             "paper's metric: ticket - dense",
+            "ece",
         )
-    table = pd.DataFrame(rows)
-    table["verdict"] = [verdict(lo, hi) for lo, hi in zip(table["low"], table["high"], strict=True)]
-    return table
+    return pd.DataFrame(rows)
+
+
+def sources_needed(effect: float, margin: float, components: dict[str, float]) -> int | None:
+    """Source models (at the measured transfer seeds each) for a decisive verdict if the
+    true effect were the one measured: an interval narrow enough to exclude 0 (half-width
+    under |effect|) or to lie inside the margin (under margin - |effect|), whichever is
+    wider. None when not even 1,000 would do or nothing was measured."""
+    if not np.isfinite(effect):
+        return None
+    half = max(abs(effect), margin - abs(effect))
+    return needed(components, 2 * half)
+
+
+def findings_by_dataset(
+    df: pd.DataFrame, calibration_metric: str = "debiased_ece", n: int = RESAMPLES
+) -> pd.DataFrame:
+    """findings() on each dataset alone (column `dataset`), at the pooled findings' state:
+    where pooling MNIST with Fashion-MNIST hides effects of opposite sign, these differ."""
+    df = with_source(paper_vp(df))
+    state = findings_state(df)
+    tables = [
+        findings(d, calibration_metric, n, state=state).assign(dataset=name)
+        for name, d in df.groupby("dataset")
+    ]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
 
 
 def _fewest_minus_full(gap: pd.Series) -> pd.Series:
@@ -192,7 +247,7 @@ def metric_robustness(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
                         "temperature scaling": ts,
                         "metric": name,
                         **est,
-                        "verdict": verdict(est["low"], est["high"]),
+                        "verdict": verdict(est["low"], est["high"], MARGINS["ece"]),
                     }
                 )
     table = pd.DataFrame(rows)

@@ -17,8 +17,12 @@ VERDICTS = {
     "supported": "the whole 95% interval of the effect lies on the paper's side of 0",
     "contradicted": "the whole 95% interval lies on the other side of 0: the study measured "
     "the opposite of the paper's claim",
-    "inconclusive": "the interval holds 0: this study can neither confirm nor rule out the "
-    "claim (it says nothing about whether the effect is small)",
+    "no effect larger than ±m": "the interval holds 0 but lies inside the equivalence margin "
+    "±m (0.03 for accuracy gaps, 0.01 for ECE differences): any effect there is smaller than "
+    "the margin",
+    "inconclusive": "the interval holds 0 and reaches past the margin: this study can "
+    "neither confirm the claim nor bound it; the table says how many source models a "
+    "decisive verdict would need",
     "no data": "the study lacks the paired runs the claim needs",
 }
 
@@ -48,13 +52,14 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
         f"numbers: [`results.csv`](results.csv) (one row per run) and `records/*.json`.",
         "",
         *_provenance_lines(df),
-        "Each finding compares the sparsest lottery ticket with the dense source on paired runs "
-        "(same dataset, n-shot, transfer seed and source model). Effect: mean paired difference, "
-        "signed so that > 0 is the paper's direction; interval: 95%, hierarchical bootstrap over "
+        "Each finding compares a lottery ticket (its state below the table) with the dense "
+        "source on paired runs (same dataset, n-shot, transfer seed and source model). "
+        "Effect: mean paired difference, signed so that > 0 is the paper's direction; "
+        "interval: 95%, hierarchical bootstrap over "
         f"source models, then transfer seeds. Calibration on `{chosen}` (chosen below).",
         "",
-        "| the paper's claim | this study: effect [95% interval] | pairs | verdict |",
-        "|---|---|---|---|",
+        "| the paper's claim | this study: effect [95% interval] | width | pairs | verdict |",
+        "|---|---|---|---|---|",
     ]
     for _, row in table.iterrows():
         effect = (
@@ -63,7 +68,14 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
             if pd.notna(row["effect"])
             else "—"
         )
-        lines.append(f"| {row['finding']} | {effect} | {row['pairs']} | **{row['verdict']}** |")
+        word = row["verdict"]
+        if word == "inconclusive" and pd.notna(row.get("sources_needed")):
+            word += f" (~{int(row['sources_needed'])} source models needed)"
+        width = row["high"] - row["low"]
+        width = f"{width:.3f}" if pd.notna(width) else "—"
+        lines.append(f"| {row['finding']} | {effect} | {width} | {row['pairs']} | **{word}** |")
+    if "state" in table and table["state"].notna().any():
+        lines += ["", f"Ticket state compared with dense: {int(table['state'].dropna().iloc[0])}."]
     lines += ["", "Verdict words:", "", verdict_definitions()]
     return "\n".join(lines)
 

@@ -1,17 +1,21 @@
 """Shipped lottery tickets: a versioned folder of IMP runs, one per source seed, and its manifest.
 
-    python -m lib.tickets verify tickets/glyphs-v1     # every file against the manifest
-    python -m lib.tickets make tickets/glyphs-v1       # train what is missing (resumable),
-                                                       # then write the manifest
-    python -m lib.tickets remake tickets/glyphs-v1     # `make tickets`: the same recipe from
+    python -m lib.tickets verify tickets/glyphs-v2     # every file against the manifest
+    python -m lib.tickets make tickets/glyphs-v2       # train what is missing under
+                                                       # outputs/tickets/ (resumable), then
+                                                       # ship the lean release + manifest
+    python -m lib.tickets remake tickets/glyphs-v2     # `make tickets`: the same recipe from
                                                        # nothing under outputs/, compared
-    python -m lib.tickets remake tickets/glyphs-v1 --seeds 0   # one source seed only
+    python -m lib.tickets remake tickets/glyphs-v2 --seeds 0   # one source seed only
 
 Each `seed{s}/` folder is what notebooks/pretrain_source.ipynb writes for source seed s: the
 paper's ticket files `{arch}_dyn4_{k}_checkpoint.pth` / `_mask.pth` with a `_report.json`
 beside each (state, kind, test accuracy), random-pruning controls `{arch}_random_{k}_*`, and
-the resolved recipe. `manifest.json` holds the sha256 of every shipped file, each ticket's
-source accuracy and sparsity, the recipe, package versions, CPU and git revision, and the
+the resolved recipe. Training writes every IMP state (each needs the one before); the
+release ships only the recipe's `ship_states` (those the studies read) and the random
+controls. `manifest.json` holds the sha256 of every shipped file, each ticket's
+source accuracy and sparsity, the source accuracy of every trained state (`source_curve`),
+the recipe, package versions, CPU and git revision, and the
 regime checks of the mini study (a converged dense source, tickets that match it, a random
 control clearly below).
 """
@@ -59,6 +63,22 @@ def _not_shipped(path: Path) -> bool:
     return path.name in NOT_SHIPPED or path.name.endswith("_rewind.pth")
 
 
+def _state_of(path: Path) -> int | None:
+    """k of a ticket file `{arch}_dyn4_{k}_*` (None for any other file)."""
+    parts = path.name.split("_dyn4_")
+    if len(parts) != 2:
+        return None
+    head = parts[1].split("_")[0].split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _shipped(path: Path, states: Sequence[int] | None) -> bool:
+    if _not_shipped(path):
+        return False
+    state = _state_of(path)
+    return states is None or state is None or state in states
+
+
 def _reports(folder: Path) -> list[dict[str, Any]]:
     found = [json.loads(p.read_text()) for p in sorted(folder.glob("*_report.json"))]
     return sorted(found, key=lambda r: (r["kind"] != "dyn4", r["state"]))
@@ -85,13 +105,17 @@ def regime_checks(reports: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def build_manifest(root: str | Path, seeds: Sequence[int], version: str) -> dict[str, Any]:
-    """The manifest of `root` as it is now (hashes every shipped file)."""
+def build_manifest(
+    root: str | Path, seeds: Sequence[int], version: str, states: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """The manifest of `root` as it is now: hashes every file shipped (ticket states in
+    `states`, default all, and the random controls); regime checks and `source_curve` from
+    every trained state present."""
     from lib.results import provenance
 
     root = resolve_path(root)
     files: dict[str, dict[str, Any]] = {}
-    tickets, checks, recipe = [], {}, None
+    tickets, curve, checks, recipe = [], [], {}, None
     for seed in seeds:
         folder = seed_dir(root, seed)
         config = json.loads((folder / "source_config.json").read_text())
@@ -103,6 +127,10 @@ def build_manifest(root: str | Path, seeds: Sequence[int], version: str) -> dict
         recipe = this
         reports = _reports(folder)
         for r in reports:
+            point = {k: r[k] for k in ("kind", "state", "test_accuracy", "sparsity")}
+            curve.append({"source_seed": seed, **point})
+            if r["kind"] == "dyn4" and states is not None and r["state"] not in states:
+                continue
             tickets.append(
                 {
                     "source_seed": seed,
@@ -116,7 +144,7 @@ def build_manifest(root: str | Path, seeds: Sequence[int], version: str) -> dict
             )
         checks[str(seed)] = regime_checks(reports)
         for path in sorted(folder.iterdir()):
-            if path.is_file() and not _not_shipped(path):
+            if path.is_file() and _shipped(path, states):
                 rel = path.relative_to(root).as_posix()
                 files[rel] = {"sha256": sha256(path), "bytes": path.stat().st_size}
     return {
@@ -124,7 +152,9 @@ def build_manifest(root: str | Path, seeds: Sequence[int], version: str) -> dict
         "seeds": list(seeds),
         "recipe": recipe,
         "regime_checks": checks,
+        "shipped_states": sorted(states) if states is not None else None,
         "tickets": tickets,
+        "source_curve": curve,
         "files": files,
         "total_bytes": sum(f["bytes"] for f in files.values()),
         "provenance": provenance(),
@@ -169,25 +199,19 @@ def pretrain_parameters(recipe: dict[str, Any], seed: int, out_dir: Path) -> dic
     return params
 
 
-def make(
-    root: str | Path,
-    recipe: dict[str, Any],
-    seeds: Sequence[int],
-    version: str,
-    workers: int = 1,
-) -> Path:
-    """Run the pretrain notebook for every seed into `root/seed{s}` (finished levels are kept,
-    so a killed run resumes), `workers` seeds at a time, then write the manifest."""
+def train(work: str | Path, recipe: dict[str, Any], seeds: Sequence[int], workers: int = 1) -> Path:
+    """Run the pretrain notebook for every seed into `work/seed{s}`, every IMP state
+    (finished states are kept, so a killed run resumes), `workers` seeds at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     from lib.executions import execute_notebook
 
-    root = resolve_path(root)
+    work = resolve_path(work)
     if workers > 1:  # one thread per kernel: the seeds share the cores instead of fighting
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
 
     def one(seed: int) -> None:
-        folder = seed_dir(root, seed)
+        folder = seed_dir(work, seed)
         print(f"[tickets] source seed {seed} -> {folder}", flush=True)
         start = time.perf_counter()
         execute_notebook(
@@ -199,9 +223,67 @@ def make(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, seeds))
-    manifest = build_manifest(root, seeds, version)
+    return work
+
+
+def ship(
+    work: str | Path,
+    root: str | Path,
+    seeds: Sequence[int],
+    version: str,
+    states: Sequence[int] | None = None,
+) -> Path:
+    """Copy the release out of a training folder: per seed the ticket files of `states`
+    (default every state), the random controls and the recipe, then the manifest (regime
+    checks and source curve from every trained state). Seeds the release already ships and
+    `seeds` leaves out are kept (verified first), so sources can be added a few at a time;
+    an interrupted ship is simply run again."""
+    import shutil
+
+    work, root = resolve_path(work), resolve_path(root)
+    if work.resolve() == root.resolve():
+        raise TicketError(f"ship copies from a training folder into another; got {root} twice")
+    manifest = build_manifest(work, seeds, version, states)
+    if (root / MANIFEST).is_file():
+        old = verify(root)
+        if old["version"] != version or old["recipe"] != manifest["recipe"]:
+            raise TicketError(f"{root} holds release {old['version']} of another recipe")
+        kept = [s for s in old["seeds"] if s not in seeds]
+        manifest = _merged(old, manifest, kept)
+    for rel in manifest["files"]:
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(work / rel, target)
     atomic_write_json(root / MANIFEST, manifest)
+    verify(root)
     return root / MANIFEST
+
+
+def _merged(old: dict[str, Any], new: dict[str, Any], kept: Sequence[int]) -> dict[str, Any]:
+    """`new` with the entries of `old`'s seeds `kept` added back, seeds in order."""
+    if not kept:
+        return new
+    out = dict(new)
+    out["seeds"] = sorted({*kept, *new["seeds"]})
+    mine = {f"seed{s}" for s in kept}
+    for key in ("tickets", "source_curve"):
+        out[key] = sorted(
+            [t for t in old.get(key, []) if t["source_seed"] in kept] + new[key],
+            key=lambda t: (t["source_seed"], t["kind"] != "dyn4", t["state"]),
+        )
+    out["regime_checks"] = dict(
+        sorted(
+            (
+                {k: v for k, v in old["regime_checks"].items() if int(k) in kept}
+                | new["regime_checks"]
+            ).items(),
+            key=lambda kv: int(kv[0]),
+        )
+    )
+    files = {r: e for r, e in old["files"].items() if r.split("/")[0] in mine}
+    out["files"] = dict(sorted((files | new["files"]).items()))
+    out["total_bytes"] = sum(f["bytes"] for f in out["files"].values())
+    return out
 
 
 def compare(manifest: dict[str, Any], remade: dict[str, Any]) -> list[str]:
@@ -252,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("command", choices=("verify", "make", "remake"))
-    parser.add_argument("root", help="ticket release folder, e.g. tickets/glyphs-v1")
+    parser.add_argument("root", help="ticket release folder, e.g. tickets/glyphs-v2")
     parser.add_argument(
         "--recipe", default="params/tickets.yaml", help="make: the recipe (default: %(default)s)"
     )
@@ -267,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         help="make/remake: only these source seeds (default: the recipe's source_seeds)",
     )
     parser.add_argument(
-        "--out", default="", help="remake: folder (default: outputs/tickets/<release name>)"
+        "--work",
+        "--out",
+        default="",
+        help="make/remake: the training folder, every IMP state "
+        "(default: outputs/tickets/<release name>)",
     )
     args = parser.parse_args(argv)
     root = resolve_path(args.root)
@@ -284,15 +370,17 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"--seeds {unknown}: not in {args.recipe}'s source_seeds {seeds}")
         seeds = args.seeds
-    if args.command == "make":
-        print(f"[tickets] manifest: {make(root, recipe, seeds, version, args.workers)}")
-        return 0
-    out = resolve_path(args.out) if args.out else outputs_dir() / "tickets" / root.name
+    states = spec.get("ship_states")
+    out = resolve_path(args.work) if args.work else outputs_dir() / "tickets" / root.name
     if out.resolve() == root.resolve():
-        raise TicketError(f"remake writes elsewhere than the shipped folder {root}")
-    # From nothing on a fresh machine; a killed remake resumes from its finished levels.
-    make(out, recipe, seeds, version, args.workers)
-    remade = json.loads((out / MANIFEST).read_text())
+        raise TicketError(f"training writes elsewhere than the shipped folder {root}")
+    # From nothing on a fresh machine; a killed run resumes from its finished states.
+    train(out, recipe, seeds, args.workers)
+    if args.command == "make":
+        print(f"[tickets] manifest: {ship(out, root, seeds, version, states)}")
+        return 0
+    remade = build_manifest(out, seeds, version, states)
+    atomic_write_json(out / MANIFEST, remade)
     print("\n".join(compare(load_manifest(root), remade)))
     lines, passed = regime_lines(remade)
     print("[tickets] regime checks of the remade tickets:", *lines, sep="\n  ")

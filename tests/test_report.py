@@ -121,11 +121,14 @@ SUBSETS = {  # (lib.findings' own tests cover more subsets, without the figures)
 
 
 def test_report_on_the_whole_study(outputs, all_records):
+    from lib.power import verdict_kind
+
     write_study("full", all_records)
     ns = run_report("full")
     table = ns["table"].set_index("finding")
     assert ns["chosen"] in ("ece", "debiased_ece", "smooth_ece")
-    assert table["verdict"].isin(["supported", "contradicted", "inconclusive"]).all()
+    kinds = table["verdict"].map(verdict_kind)
+    assert kinds.isin(["supported", "contradicted", "equivalent", "inconclusive"]).all()
     assert (table["sources"] == 3).all()
     assert (table["low"] <= table["effect"]).all() and (table["effect"] <= table["high"]).all()
     assert table.loc["sparsity hurts VP accuracy more than LP accuracy", "effect"] > 0

@@ -118,3 +118,67 @@ def test_regime_lines_say_which_check_fails(tmp_path, tickets):
     lines, passed = regime_lines(failing)
     assert not passed
     assert lines[0].endswith("FAILS)") and "FAILS" not in lines[0].rsplit(";", 1)[0]
+
+
+def test_ship_keeps_the_listed_states_and_the_random_controls(tmp_path, tickets):
+    from lib.tickets import ship
+
+    work, _ = _release(tmp_path, tickets)
+    root = tmp_path / "lean"
+    manifest = json.loads(ship(work, root, [0, 1], "test-v1", states=[0, 2]).read_text())
+    names = {rel.split("/")[1] for rel in manifest["files"]}
+    assert "cifar_resnet_20_8_dyn4_2_mask.pth" in names
+    assert "cifar_resnet_20_8_random_2_checkpoint.pth" in names
+    assert not any("_dyn4_1_" in name for name in names)  # trained, not shipped
+    assert not (root / "seed0" / "cifar_resnet_20_8_dyn4_1_checkpoint.pth").exists()
+    assert {(t["kind"], t["state"]) for t in manifest["tickets"]} == {
+        ("dyn4", 0),
+        ("dyn4", 2),
+        ("random", 2),
+    }
+    # the source curve and the regime checks still see every trained state
+    assert {p["state"] for p in manifest["source_curve"] if p["kind"] == "dyn4"} == {0, 1, 2}
+    assert manifest["shipped_states"] == [0, 2]
+    assert verify(root)["total_bytes"] == manifest["total_bytes"]
+    with pytest.raises(TicketError, match="twice"):
+        ship(work, work, [0], "test-v1")
+
+
+def test_ship_adds_sources_to_a_release_a_few_at_a_time(tmp_path, tickets):
+    from lib.tickets import ship
+
+    work, full = _release(tmp_path, tickets)
+    root = tmp_path / "lean"
+    ship(work, root, [0], "test-v1", states=[0, 2])
+    manifest = json.loads(ship(work, root, [1], "test-v1", states=[0, 2]).read_text())
+    assert manifest["seeds"] == [0, 1] and set(manifest["regime_checks"]) == {"0", "1"}
+    assert {t["source_seed"] for t in manifest["tickets"]} == {0, 1}
+    assert verify(root)["files"] == manifest["files"]
+    with pytest.raises(TicketError, match="another recipe"):
+        ship(work, root, [1], "test-v2", states=[0, 2])
+
+
+def test_every_shipped_release_verifies_and_holds_what_its_studies_read():
+    """Each tickets/<release>/ matches its manifest, and every study that names it finds
+    each source seed and ticket state it runs among the shipped files."""
+    import yaml
+
+    from lib.sweep import expand_grid, load_params
+    from lib.utils import resolve_path
+
+    releases = {p.parent.name: p.parent for p in resolve_path("tickets").glob("*/manifest.json")}
+    assert releases, "no shipped ticket release"
+    manifests = {name: verify(root) for name, root in releases.items()}
+    for params_file in sorted(resolve_path("params").glob("*.yaml")):
+        if not (yaml.safe_load(params_file.read_text()) or {}).get("tickets"):
+            continue
+        params = load_params(params_file)
+        manifest = manifests[resolve_path(params["tickets"]).name]
+        shipped = {(t["source_seed"], t["kind"], t["state"]) for t in manifest["tickets"]}
+        for config in expand_grid(params):
+            if config.network in ("ticket", "random_pruned", "quantized"):
+                kind = "random" if config.network == "random_pruned" else "dyn4"
+                key = (config.source_seed, kind, int(config.sparsity))
+                assert key in shipped, f"{params_file.name}: {key} not shipped"
+            else:
+                assert (config.source_seed, "dyn4", 0) in shipped, params_file.name
