@@ -419,3 +419,40 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
                 row["converged_share"] = runs["converged"].dropna().astype(bool).mean()
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- issue 27: past matching
+
+
+def drop_by_state(df: pd.DataFrame, curve: list[dict] | None = None) -> pd.DataFrame:
+    """Accuracy drop (dense - ticket at each state, paired as the findings) per dataset,
+    method and n-shot, with its hierarchical-bootstrap 95% interval; with the manifest's
+    `source_curve`, the source task's own drop per state (mean over the study's source
+    models) in the column `source_drop`: where the source accuracy starts to fall, and
+    what transfer does there."""
+    df = with_source(paper_vp(df))
+    rows = []
+    for (dataset, method, shot), d in df.groupby(["dataset", "method", "n_shot"]):
+        for state in sorted(ticket_states(d, method)):
+            est = hierarchical_mean(-dense_vs_ticket(d, method, "test_accuracy", state))
+            if est["pairs"]:
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "method": METHOD_NAMES[method],
+                        "n_shot": int(shot),
+                        "state": state,
+                        **est,
+                    }
+                )
+    table = pd.DataFrame(rows)
+    if curve and not table.empty:
+        points = pd.DataFrame(curve)
+        points = points[(points["kind"] == "dyn4") & points["source_seed"].isin(df["source_seed"])]
+        dense = points[points["state"] == 0].set_index("source_seed")["test_accuracy"]
+        points = points.assign(
+            drop=dense.loc[points["source_seed"]].to_numpy() - points["test_accuracy"].to_numpy()
+        )
+        source = points.groupby("state")["drop"].mean()
+        table["source_drop"] = table["state"].map(source)
+    return table

@@ -983,3 +983,42 @@ def source_accuracy_vs_sparsity(table: pd.DataFrame, title: str) -> plt.Figure:
     ax.set_title(title)
     ax.legend()
     return fig
+
+
+def drop_by_state(table: pd.DataFrame, sparsity: dict[int, float] | None = None) -> plt.Figure:
+    """Issue 27: per dataset, the transfer accuracy drop (dense - ticket) at each IMP state,
+    one line per method and n-shot with 95% intervals, and the source task's own drop
+    (dashed, black) from the manifest: where the source accuracy falls, what transfer does."""
+    datasets = sorted(table["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], datasets, strict=True):
+        d = table[table["dataset"] == name]
+        for (method, shot), g in d.groupby(["method", "n_shot"]):
+            g = g.sort_values("state")
+            label = f"{method}, {'full' if shot == -1 else f'{shot}-shot'}"
+            ax.errorbar(
+                g["state"],
+                g["effect"],
+                yerr=[g["effect"] - g["low"], g["high"] - g["effect"]],
+                marker="o" if method == "LP" else "s",
+                capsize=2,
+                label=label,
+                ls="-" if method == "LP" else "--",
+            )
+        if "source_drop" in d and d["source_drop"].notna().any():
+            s = d.drop_duplicates("state").sort_values("state")
+            ax.plot(s["state"], s["source_drop"], "k:", marker="x", label="source task")
+        ax.axhline(0, color="0.5", lw=0.8)
+        states = sorted(d["state"].unique())
+        ax.set_xticks(
+            states,
+            [
+                f"{k}\n{100 * sparsity[k]:.0f}%" if sparsity and k in sparsity else str(k)
+                for k in states
+            ],
+        )
+        ax.set(xlabel="IMP state (sparsity)", ylabel="accuracy drop (dense - ticket)", title=name)
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small")
+    fig.suptitle("accuracy lost to sparsity, on the source task and after transfer")
+    fig.tight_layout()
+    return fig

@@ -182,17 +182,21 @@ def plan(configs: list[ExperimentConfig]) -> list[Execution]:
         shared = {k: v for k, v in cfg.to_dict().items() if k not in LIST_PARAMETERS}
         groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(cfg)
     executions = []
+
+    def is_product(part: list[ExperimentConfig]) -> bool:
+        return len(part) == math.prod(len({getattr(c, f) for c in part}) for f in LIST_PARAMETERS)
+
+    def split(part: list[ExperimentConfig], key: Callable) -> list[list[ExperimentConfig]]:
+        return [[c for c in part if key(c) == k] for k in sorted({key(c) for c in part})]
+
     for members in groups.values():
-        sizes = [len({getattr(c, f) for c in members}) for f in LIST_PARAMETERS]
-        # Grids are products; if a group is not, one execution per (source model, n-shot).
-        parts = (
-            [members]
-            if len(members) == math.prod(sizes)
-            else [
-                [c for c in members if (c.source_seed, c.n_shot) == key]
-                for key in sorted({(c.source_seed, c.n_shot) for c in members})
-            ]
-        )
+        # Grids are products; if a group is not, one execution per n-shot (e.g. three seeds
+        # at 10 shots, one with full data), else per (source model, n-shot).
+        parts = [members]
+        if not is_product(members):
+            parts = split(members, lambda c: c.n_shot)
+            if not all(map(is_product, parts)):
+                parts = split(members, lambda c: (c.source_seed, c.n_shot))
         for part in parts:
             params = notebook_parameters(part)
             digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]

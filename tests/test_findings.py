@@ -253,3 +253,44 @@ def test_regime_reads_sources_convergence_and_the_vp_lp_ratio():
     lp_only = regime(pd.DataFrame(rows).query("method == 'lp'").drop(columns="source_seed"))
     assert list(lp_only["check"]) == ["independent source models"]
     assert lp_only["value"].item() == 1
+
+
+def test_findings_compare_at_the_state_with_the_most_vp_runs():
+    from lib.findings import findings_state
+
+    df = _frame(0.1, 0.0, 0.0)
+    extra = df[(df["network"] == "ticket") & (df["dataset"] == "a") & (df["seed"] == 1)]
+    extra = extra[extra["n_shot"] == 10].assign(sparsity=16)  # a few runs at a sparser state
+    both = pd.concat([df, extra], ignore_index=True)
+    assert findings_state(both) == 8
+    assert (findings(both, n=200)["state"] == 8).all()
+    assert findings(both, n=200, state=16)["pairs"].iloc[0] == len(extra) // 2
+
+
+def test_per_dataset_findings_show_what_pooling_hides():
+    from lib.findings import findings_by_dataset
+
+    a = _frame(0.1, 0.0, 0.0)
+    b = _frame(-0.1, 0.0, 0.0).assign(dataset="c")
+    pooled = findings(pd.concat([a[a.dataset == "a"], b[b.dataset == "c"]]), n=500)
+    split = findings_by_dataset(pd.concat([a[a.dataset == "a"], b[b.dataset == "c"]]), n=500)
+    gap = split[split["finding"] == VP_GAP].set_index("dataset")
+    assert gap.loc["a", "verdict"] == "supported" and gap.loc["c", "verdict"] == "contradicted"
+    assert abs(pooled.set_index("finding").loc[VP_GAP, "effect"]) < 0.02
+    # the pooled finding's variance components see the two datasets as different cells
+    assert pooled.set_index("finding").loc[VP_GAP, "sd_cell"] > 0.1
+
+
+def test_drop_by_state_pairs_each_state_with_dense_and_reads_the_source_curve():
+    from lib.findings import drop_by_state
+
+    df = _frame(0.1, 0.02, 0.0)
+    curve = [
+        {"source_seed": s, "kind": "dyn4", "state": k, "test_accuracy": acc}
+        for s in range(3)
+        for k, acc in ((0, 0.98), (8, 0.90))
+    ]
+    table = drop_by_state(df, curve)
+    vp = table[(table["method"] == "VP") & (table["n_shot"] == -1) & (table["dataset"] == "a")]
+    assert vp["state"].tolist() == [8] and vp["effect"].iloc[0] == pytest.approx(0.1, abs=0.02)
+    assert table["source_drop"].iloc[0] == pytest.approx(0.08)
