@@ -105,7 +105,7 @@ class ExperimentConfig:
     network: str = "dense"  # NETWORKS: dense | ticket | ... | magnitude_pruned (CLIP, ViT)
     sparsity: int = 0  # IMP state k: the ticket keeps 0.8**k of its prunable weights
     # tickets live here; the default is the shipped release (params/tickets.yaml)
-    pretrained_dir: str = "tickets/glyphs-v1/seed{source_seed}"
+    pretrained_dir: str = "tickets/glyphs-v2/seed{source_seed}"
     source_seed: int = 0  # which IMP run (source model); "{source_seed}" in pretrained_dir
     weights: str = ""  # dense only: "" = state-0 checkpoint in pretrained_dir; or IMAGENET1K_V1..
     checkpoint: str = ""  # sparsezoo only: path of the sparse checkpoint
