@@ -116,8 +116,8 @@ def dense_vs_ticket(df: pd.DataFrame, method: str, metric: str, state: int | Non
     sparsest of this method) minus that of dense. Empty when either side is missing."""
     df = with_source(df)
     states = ticket_states(df, method)
-    if metric not in df or not states:
-        return pd.Series(dtype=float)
+    if metric not in df or not states:  # indexed like a pair's effects: VP - LP aligns
+        return pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=PAIR_KEYS))
     state = max(states) if state is None else state
     d = df[df["method"] == method]
     dense = d[(d["network"] == "dense") | ((d["network"] == "ticket") & (d["sparsity"] == 0))]
