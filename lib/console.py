@@ -23,12 +23,6 @@ if TYPE_CHECKING:
     from lib.config import ExperimentConfig
     from lib.executions import Execution, Outcome
 
-# ipykernel logs two harmless lines to the terminal the sweep runs in: a warning that the
-# local kernel talks over TCP without encryption (every notebook), and "KeyboardInterrupt
-# caught in kernel" when jupyter_client interrupts an idle kernel before shutting it down.
-# Errors of a notebook are in its cells' outputs (and the sweep's FAILED line), not there.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
-
 # Prior cost model (seconds on one core of a 2-core AVX-512 CPU, fitted to the mini study's
 # cold run on an AMD EPYC VM, 2026-12-02: 16 notebooks in 7 min 38 s with two workers; a
 # 2-core AVX2 CPU takes ~2.4x longer); measured rates replace it as notebooks finish.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lib import console, paths, results
+from lib import paths, results
 from lib.utils import HEADLESS_ENV, project_root
 
 if TYPE_CHECKING:
@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 
 NOTEBOOKS = project_root() / "notebooks"
 KERNEL = "sparse-vp"
+# ipykernel logs two harmless lines to the terminal the sweep runs in: a warning that the
+# local kernel talks over TCP without encryption (every notebook), and "KeyboardInterrupt
+# caught in kernel" when jupyter_client interrupts an idle kernel before shutting it down.
+# Errors of a notebook are in its cells' outputs (and the sweep's FAILED line), not there.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 
 
 @dataclass
@@ -81,7 +86,7 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> Non
             cwd=str(project_root()),
             progress_bar=False,
             log_output=False,
-            extra_arguments=list(console.KERNEL_ARGUMENTS),
+            extra_arguments=list(KERNEL_ARGUMENTS),
         )
     except BaseException:
         if tmp.exists():

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lib.archs import family
 from lib.backbone import (
@@ -34,25 +34,40 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from lib.config import ExperimentConfig
+
+class SourceSpec(Protocol):
+    """The fields of a run's config (lib.config.ExperimentConfig) a source kind reads; typed
+    structurally so that the models never import the study."""
+
+    network: str
+    arch: str
+    sparsity: int
+    weights: str
+    checkpoint: str
+    prune_sparsity: float
+    weight_bits: int
+    act_bits: int
+
+    @property
+    def pretrained_path(self) -> Path: ...  # derived from pretrained_dir
 
 
-def _torchvision(cfg: ExperimentConfig) -> bool:
+def _torchvision(cfg: SourceSpec) -> bool:
     """Dense from torchvision weights (a name such as IMAGENET1K_V2, or a file path)."""
     return bool(cfg.weights)
 
 
-def _ticket_files(kind: str) -> Callable[[ExperimentConfig], list[Path]]:
+def _ticket_files(kind: str) -> Callable[[SourceSpec], list[Path]]:
     return lambda cfg: list(ticket_paths(cfg.pretrained_path, cfg.arch, cfg.sparsity, kind))
 
 
-def _dense_files(cfg: ExperimentConfig) -> list[Path]:
+def _dense_files(cfg: SourceSpec) -> list[Path]:
     if _torchvision(cfg):
         return [] if not Path(cfg.weights).suffix else [Path(cfg.weights)]
     return _ticket_files("dyn4")(cfg)
 
 
-def _dense_missing(cfg: ExperimentConfig) -> list[str]:
+def _dense_missing(cfg: SourceSpec) -> list[str]:
     """torchvision weights not in $TORCH_HOME's cache (they download where there is a network)."""
     if _torchvision(cfg) and not Path(cfg.weights).suffix:
         _, path = torchvision_weights_file(cfg.arch, cfg.weights)
@@ -62,7 +77,7 @@ def _dense_missing(cfg: ExperimentConfig) -> list[str]:
 
 
 def _load_ticket(kind: str) -> Callable[..., nn.Module]:
-    def load(cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = None) -> nn.Module:
+    def load(cfg: SourceSpec, calibration: list[torch.Tensor] | None = None) -> nn.Module:
         return load_lottery_ticket(
             cfg.arch, *ticket_paths(cfg.pretrained_path, cfg.arch, cfg.sparsity, kind)
         )
@@ -70,14 +85,14 @@ def _load_ticket(kind: str) -> Callable[..., nn.Module]:
     return load
 
 
-def _load_dense(cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = None) -> nn.Module:
+def _load_dense(cfg: SourceSpec, calibration: list[torch.Tensor] | None = None) -> nn.Module:
     if _torchvision(cfg):
         return create_backbone(cfg.arch, weights=cfg.weights)
     return _load_ticket("dyn4")(cfg)
 
 
 def _load_quantized(
-    cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = None
+    cfg: SourceSpec, calibration: list[torch.Tensor] | None = None
 ) -> nn.Module:
     from lib.quant import quantize_backbone
 
@@ -86,7 +101,7 @@ def _load_quantized(
 
 
 def _load_sparsezoo(
-    cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = None
+    cfg: SourceSpec, calibration: list[torch.Tensor] | None = None
 ) -> nn.Module:
     return load_sparse_checkpoint(cfg.arch, cfg.checkpoint)
 
@@ -94,7 +109,7 @@ def _load_sparsezoo(
 # ---------------------------------------------------------------- CLIP and ViT sources
 
 
-def _arm_files(cfg: ExperimentConfig) -> list[Path]:
+def _arm_files(cfg: SourceSpec) -> list[Path]:
     """The one file a CLIP / ViT source reads (a CLIP hub tag: the weights' local copy)."""
     if family(cfg.arch) == "clip":
         from lib import clip
@@ -108,7 +123,7 @@ def _arm_files(cfg: ExperimentConfig) -> list[Path]:
     return [vit.source_file(cfg)]
 
 
-def _from_hub(cfg: ExperimentConfig) -> bool:
+def _from_hub(cfg: SourceSpec) -> bool:
     """CLIP hub weights: they may still download, so their local file is not required."""
     if family(cfg.arch) != "clip" or cfg.network == "sparsezoo":
         return False
@@ -117,7 +132,7 @@ def _from_hub(cfg: ExperimentConfig) -> bool:
     return clip.from_hub(cfg)
 
 
-def _load_arm(cfg: ExperimentConfig, calibration: list[torch.Tensor] | None = None) -> nn.Module:
+def _load_arm(cfg: SourceSpec, calibration: list[torch.Tensor] | None = None) -> nn.Module:
     """A (compressed) CLIP classifier over the dataset's text prompts, or a timm classifier."""
     path = _arm_files(cfg)[0]
     if family(cfg.arch) == "clip":
@@ -149,7 +164,7 @@ def _by_family(cnn: Callable[..., Any], arm: Callable[..., Any] = _arm_files) ->
     return lambda cfg, *args: (cnn if family(cfg.arch) == "cnn" else arm)(cfg, *args)
 
 
-def _check_arm(cfg: ExperimentConfig) -> None:
+def _check_arm(cfg: SourceSpec) -> None:
     """What CLIP and ViT sources need besides their network's own rules."""
     if family(cfg.arch) == "clip" and cfg.network == "sparsezoo" and cfg.weights:
         raise ValueError("network 'sparsezoo' reads checkpoint=<file>; leave weights empty")
@@ -166,57 +181,57 @@ def _check_arm(cfg: ExperimentConfig) -> None:
         )
 
 
-def _check_dense(cfg: ExperimentConfig) -> None:
+def _check_dense(cfg: SourceSpec) -> None:
     if cfg.sparsity != 0:
         raise ValueError(f"network 'dense' has sparsity state 0, got {cfg.sparsity}")
 
 
-def _check_quantized(cfg: ExperimentConfig) -> None:
+def _check_quantized(cfg: SourceSpec) -> None:
     if max(cfg.weight_bits, cfg.act_bits) == 32 and cfg.weight_bits == cfg.act_bits:
         raise ValueError("network 'quantized' needs weight_bits or act_bits below 32")
 
 
-def _check_sparsezoo(cfg: ExperimentConfig) -> None:
+def _check_sparsezoo(cfg: SourceSpec) -> None:
     if not cfg.checkpoint:
         raise ValueError("network 'sparsezoo' needs checkpoint=<path of the sparse file>")
 
 
-def _no_check(cfg: ExperimentConfig) -> None:
+def _no_check(cfg: SourceSpec) -> None:
     return None
 
 
-def _check_sparsezoo_arm(cfg: ExperimentConfig) -> None:
+def _check_sparsezoo_arm(cfg: SourceSpec) -> None:
     _check_sparsezoo(cfg)
     _check_arm(cfg)
 
 
-def _check_quantized_arm(cfg: ExperimentConfig) -> None:
+def _check_quantized_arm(cfg: SourceSpec) -> None:
     _check_quantized(cfg)
     _check_arm(cfg)
 
 
-def _check_dense_arm(cfg: ExperimentConfig) -> None:
+def _check_dense_arm(cfg: SourceSpec) -> None:
     _check_dense(cfg)
     _check_arm(cfg)
 
 
 @dataclass(frozen=True)
 class SourceKind:
-    """One kind of source network (a value of ExperimentConfig.network)."""
+    """One kind of source network (a value of SourceSpec.network)."""
 
     name: str
-    files: Callable[[ExperimentConfig], list[Path]]  # checkpoint files the config needs
+    files: Callable[[SourceSpec], list[Path]]  # checkpoint files the config needs
     load: Callable[..., nn.Module]  # (cfg, calibration batches or None) -> source classifier
-    check: Callable[[ExperimentConfig], None] = _no_check  # fields this kind constrains
+    check: Callable[[SourceSpec], None] = _no_check  # fields this kind constrains
     key_name: str = ""  # its name in run keys ("" = the kind's name)
     stated: bool = False  # run keys carry the sparsity state
     quantized: bool = False  # needs calibration batches; BN stays unfolded
     own_classes: bool = True  # its pretrained_dir may name the source classes (classes.json)
-    missing_extra: Callable[[ExperimentConfig], list[str]] = lambda cfg: []
+    missing_extra: Callable[[SourceSpec], list[str]] = lambda cfg: []
     families: tuple[str, ...] = ("cnn",)  # arch families it exists for (lib.archs.family)
     one_shot: bool = False  # pruned at load time to `prune_sparsity` (no IMP state)
 
-    def validate(self, cfg: ExperimentConfig) -> None:
+    def validate(self, cfg: SourceSpec) -> None:
         """The config's fields as this kind needs them: the arch family, prune_sparsity, then
         the kind's own rules."""
         arch_family = family(cfg.arch)
@@ -239,11 +254,11 @@ class SourceKind:
             )
         self.check(cfg)
 
-    def required(self, cfg: ExperimentConfig) -> list[Path]:
+    def required(self, cfg: SourceSpec) -> list[Path]:
         """The files that must exist before a run (CLIP hub weights may still download)."""
         return [] if _from_hub(cfg) else self.files(cfg)
 
-    def missing(self, cfg: ExperimentConfig) -> list[str]:
+    def missing(self, cfg: SourceSpec) -> list[str]:
         """What the config needs and this machine lacks."""
         note = ""
         if _from_hub(cfg):
@@ -253,11 +268,11 @@ class SourceKind:
         missing = [str(p) + note for p in self.files(cfg) if not p.is_file()]
         return missing + self.missing_extra(cfg)
 
-    def file_role(self, cfg: ExperimentConfig) -> str:
+    def file_role(self, cfg: SourceSpec) -> str:
         """What a CLIP / ViT source's file is, for error messages."""
         return "QAT checkpoint" if self.quantized and cfg.checkpoint else "checkpoint"
 
-    def run_name(self, cfg: ExperimentConfig) -> str:
+    def run_name(self, cfg: SourceSpec) -> str:
         """The network part of a run key: dense, lt8, random_pruned12, quantized0w4a4, mag50"""
         if self.one_shot:
             return f"mag{round(100 * cfg.prune_sparsity)}"
@@ -268,7 +283,7 @@ class SourceKind:
             name += f"w{cfg.weight_bits}a{cfg.act_bits}"
         return name
 
-    def classes(self, cfg: ExperimentConfig, num_source: int) -> list[str] | None:
+    def classes(self, cfg: SourceSpec, num_source: int) -> list[str] | None:
         """Names of the source classes, when known: classes.json beside the tickets, or
         ImageNet's for a 1000-class source."""
         if family(cfg.arch) == "clip":
@@ -348,8 +363,8 @@ def paper_source(
     return weights, sparsity
 
 
-def source_kind(cfg: ExperimentConfig | Any) -> SourceKind:
-    """The registered kind of `cfg.network` (ExperimentConfig validates the name)."""
+def source_kind(cfg: SourceSpec | Any) -> SourceKind:
+    """The registered kind of `cfg.network` (SourceSpec validates the name)."""
     try:
         return SOURCES[cfg.network]
     except KeyError:
