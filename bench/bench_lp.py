@@ -6,7 +6,7 @@
 The paper's linear_probing.py keeps the backbone in eval mode and sends every training
 batch through backbone + new head each epoch, then the evaluation split the same way, to
 pick its best epoch. The project computes the features of both splits once
-(lib.train.evaluate) and trains the head on them (lib.train.train_linear_probe). Both
+(lib.adapt.train.evaluate) and trains the head on them (lib.adapt.train.train_linear_probe). Both
 start from the same head init and see the same batches in the same order, so the heads
 they select must agree to float tolerance: the script checks the selected epoch, the
 per-epoch training loss and the selected head's weights, then prints the speedup last.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from common import add_common_args, finish, interleave, max_abs_diff, median, setup, tensors
 
-from lib.cli import HelpFormatter
+from lib.core.cli import HelpFormatter
 
 if TYPE_CHECKING:  # torch and lib's training stack load in main: --help answers at once
     import torch
@@ -48,7 +48,7 @@ def paper_linear_probe(
     import torch.nn.functional as F
     from torch import nn
 
-    from lib.backbone import normalize, split_features
+    from lib.models.backbone import normalize, split_features
 
     features, old_head = split_features(backbone)
     features.eval()  # BN statistics stay fixed (the paper calls model.eval())
@@ -97,11 +97,11 @@ def project_linear_probe(
     batch_size: int,
     seed: int,
 ) -> tuple[nn.Linear, int, list[float]]:
-    """lib.experiment's way: features of both splits once, then the head on them."""
+    """lib.study.experiment's way: features of both splits once, then the head on them."""
     import torch
 
-    from lib.features import FEATURE_BATCH
-    from lib.train import Batches, evaluate, train_linear_probe
+    from lib.adapt.train import Batches, evaluate, train_linear_probe
+    from lib.study.features import FEATURE_BATCH
 
     device = torch.device("cpu")
     train_features = evaluate(extractor, Batches(train, FEATURE_BATCH), device)
@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     setup(args, "lp")
     import torch
 
-    from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, split_features
-    from lib.data import get_spec
-    from lib.train import Normalized, freeze
+    from lib.adapt.train import Normalized, freeze
+    from lib.datasets.registry import get_spec
+    from lib.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, split_features
 
     train, val = tensors(
         args.dataset, "train", SOURCE_SIZE, args.seed, args.n_shot, args.val_fraction

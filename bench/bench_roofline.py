@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from common import add_common_args, interleave, median, setup
 
-from lib.cli import HelpFormatter
+from lib.core.cli import HelpFormatter
 
 if TYPE_CHECKING:  # torch loads in main: --help answers at once
     import torch
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     setup(args, "roofline")
     import torch
 
-    from lib.backbone import create_backbone, fold_batchnorm
+    from lib.models.backbone import create_backbone, fold_batchnorm
 
     torch.manual_seed(args.seed)
     model = fold_batchnorm(create_backbone(SOURCE_ARCH, SOURCE_CLASSES))

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from common import finish, machine
 
-from lib.cli import HelpFormatter
-from lib.results import has_avx512
-from lib.utils import project_root
+from lib.core.cli import HelpFormatter
+from lib.core.utils import project_root
+from lib.study.results import has_avx512
 
 # Training on a 2-core AVX2 CPU (the budget's machine) takes this much longer than on an
 # AVX-512 one: ~2.4x for the transfer loops; a whole mini study measured 2.1x (17.8 vs 37.7 min).

@@ -7,9 +7,9 @@ One ILM-VP epoch is a mapping pass (the current prompt over the training set, fr
 label mapping), a training pass over the prompt and an evaluation pass. The baseline does
 it the straightforward way of ILM-VP's code: default memory format, the mapping pass
 under torch.no_grad at the training batch size, evaluation at the training batch size.
-The project runs lib.experiment's way for the same epochs: eval-mode BatchNorm folded into
-the convolutions (lib.backbone.fold_batchnorm), channels_last, the mapping and evaluation
-passes in larger batches, lib.train.train_visual_prompt. Same prompt, same
+The project runs lib.study.experiment's way for the same epochs: eval-mode BatchNorm folded into
+the convolutions (lib.models.backbone.fold_batchnorm), channels_last, the mapping and evaluation
+passes in larger batches, lib.adapt.train.train_visual_prompt. Same prompt, same
 backbone, same label-mapping rule, same data order: the script checks that both find the
 same mapping and learn the same prompt, then prints the speedup (images/s ratio) last.
 """
@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING
 
 from common import add_common_args, finish, interleave, median, setup, tensors
 
-from lib.cli import HelpFormatter
+from lib.core.cli import HelpFormatter
 
 if TYPE_CHECKING:  # torch and lib's training stack load in main: --help answers at once
     import torch
     from torch import nn
 
-    from lib.prompt import ExpansiveVisualPrompt
+    from lib.adapt.prompt import ExpansiveVisualPrompt
 
 SOURCE_ARCH, SOURCE_CLASSES, SOURCE_SIZE = "cifar_resnet_20", 45, 32
 # Backbone outputs differ in the last bits (memory format, batch size) and Adam's normalised
@@ -68,7 +68,7 @@ def paper_visual_prompt(
     import torch
     import torch.nn.functional as F
 
-    from lib.prompt import ExpansiveVisualPrompt
+    from lib.adapt.prompt import ExpansiveVisualPrompt
 
     network.eval()
     target_size = train[0].shape[-1]
@@ -123,11 +123,12 @@ def project_visual_prompt(
     batch_size: int,
     seed: int,
 ) -> tuple[ExpansiveVisualPrompt, list]:
-    """lib.experiment's way: BN folded into the convs, PromptedClassifier, train_visual_prompt."""
-    from lib.backbone import fold_batchnorm
-    from lib.labelmap import LabelMapper
-    from lib.prompt import ExpansiveVisualPrompt
-    from lib.train import PromptedClassifier, train_visual_prompt
+    """lib.study.experiment's way: BN folded into the convs, PromptedClassifier,
+    train_visual_prompt."""
+    from lib.adapt.labelmap import LabelMapper
+    from lib.adapt.prompt import ExpansiveVisualPrompt
+    from lib.adapt.train import PromptedClassifier, train_visual_prompt
+    from lib.models.backbone import fold_batchnorm
 
     prompt = ExpansiveVisualPrompt(SOURCE_SIZE, train[0].shape[-1])
     mapper = LabelMapper("ilm", SOURCE_CLASSES, num_target, seed=seed)
@@ -156,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     setup(args, "vp")
     import torch
 
-    from lib.backbone import create_backbone
-    from lib.data import get_spec
+    from lib.datasets.registry import get_spec
+    from lib.models.backbone import create_backbone
 
     size = get_spec(args.dataset).vp_size
     train, val = tensors(args.dataset, "train", size, args.seed, -1, args.val_fraction)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from lib.results import cpu_name, has_avx512
+from lib.study.results import cpu_name, has_avx512
 
 if TYPE_CHECKING:  # torch loads when a benchmark starts: --help answers at once
     import torch
@@ -112,8 +112,8 @@ def tensors(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]:
     """A mini dataset in memory at `image_size`: the training part (n-shot from what the
     stratified validation split leaves) and the validation part."""
-    from lib.data import as_tensors, get_dataset
-    from lib.sampling import n_shot_indices, train_val_split
+    from lib.datasets.registry import as_tensors, get_dataset
+    from lib.datasets.sampling import n_shot_indices, train_val_split
 
     images, labels = as_tensors(get_dataset(dataset, split, image_size=image_size))
     if not val_fraction:

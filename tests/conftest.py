@@ -32,9 +32,9 @@ def tickets(tmp_path_factory):
 
     Transfer tests need real ticket files in the paper's format, not a trained source.
     """
-    from lib.backbone import Mask, apply_mask, create_backbone, save_ticket, ticket_paths
-    from lib.data import GLYPH_CLASSES
-    from lib.prune import prune, random_prune
+    from lib.datasets.registry import GLYPH_CLASSES
+    from lib.models.backbone import Mask, apply_mask, create_backbone, save_ticket, ticket_paths
+    from lib.models.prune import prune, random_prune
 
     folder = tmp_path_factory.mktemp("tickets")
     torch.manual_seed(0)
@@ -57,7 +57,7 @@ def tickets(tmp_path_factory):
 def tiny_config(tickets):
     """Factory of small ExperimentConfigs on the `tickets` fixture: TINY, then the keywords
     given; `functools.partial(tiny_config, study="c")` gives a test file its own defaults."""
-    from lib.config import ExperimentConfig
+    from lib.study.config import ExperimentConfig
 
     def make(**overrides) -> ExperimentConfig:
         return ExperimentConfig(**{**TINY, "pretrained_dir": str(tickets), **overrides})

@@ -20,9 +20,9 @@ import pytest
 import torch
 import yaml
 
-from lib import results
-from lib.sweep import expand_grid, load_params, plan
-from lib.utils import project_root
+from lib.core.utils import project_root
+from lib.study import results
+from lib.study.sweep import expand_grid, load_params, plan
 
 
 def _env():
@@ -138,7 +138,7 @@ def test_killed_sweep_resumes_exactly_the_missing_runs(outputs, tickets, tmp_pat
 
 WRITER = """
 import sys, torch
-from lib.utils import atomic_torch_save
+from lib.core.utils import atomic_torch_save
 big = torch.arange(8_000_000, dtype=torch.float32)
 while True:  # nearly all its time is spent writing
     atomic_torch_save({"x": big}, sys.argv[1])
@@ -172,7 +172,7 @@ def test_a_killed_writer_leaves_the_previous_file_whole(tmp_path):
     assert [p.name for p in tmp_path.glob("*.pt")] == ["features.pt"]  # temporaries are hidden
 
 
-# Calls that write files; in lib/ they belong in lib/utils.py's atomic helpers only.
+# Calls that write files; in lib/ they belong in lib/core/utils.py's atomic helpers only.
 DIRECT_WRITES = {("torch", "save"), ("np", "save"), ("json", "dump"), ("pickle", "dump")}
 
 
@@ -210,7 +210,7 @@ def test_lib_writes_artifacts_only_through_atomic_helpers():
         if path.name != "utils.py"
         for line in _direct_writes(ast.parse(path.read_text()))
     ]
-    assert not offenders, f"writes that bypass lib.utils.atomic_*: {offenders}"
+    assert not offenders, f"writes that bypass lib.core.utils.atomic_*: {offenders}"
 
 
 def test_the_scan_finds_a_direct_write():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from lib.backbone import (
+from lib.models.backbone import (
     ARCHS,
     CheckpointError,
     Mask,

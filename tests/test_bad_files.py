@@ -11,8 +11,7 @@ import shutil
 import pytest
 import torch
 
-from lib import results
-from lib.backbone import (
+from lib.models.backbone import (
     CheckpointError,
     Mask,
     create_backbone,
@@ -20,8 +19,9 @@ from lib.backbone import (
     save_ticket,
     ticket_paths,
 )
-from lib.config import ExperimentConfig
-from lib.experiment import run_experiments
+from lib.study import results
+from lib.study.config import ExperimentConfig
+from lib.study.experiment import run_experiments
 
 ARCH = "cifar_resnet_20_8"  # the arch of the tickets fixture
 

@@ -12,8 +12,8 @@ import sys
 import pytest
 import yaml
 
-from lib.sweep import main as sweep_main
-from lib.utils import project_root
+from lib.core.utils import project_root
+from lib.study.sweep import main as sweep_main
 
 GOOD = {"network": "dense", "method": "lp", "n_shot": 5, "seed": 1}
 MISSING_TICKET = (

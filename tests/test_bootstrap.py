@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lib.bootstrap import expansion, interval, resample_counts
+from lib.metrics.bootstrap import expansion, interval, resample_counts
 
 
 def test_ordinary_bootstrap_counts() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.experiment import CACHE_ENV, cache_limit_bytes, evict_cache, run_experiments
+from lib.study.experiment import CACHE_ENV, cache_limit_bytes, evict_cache, run_experiments
 
 
 @pytest.fixture

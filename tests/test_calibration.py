@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from netcal.metrics import ACE, ECE
 from torch.utils.data import DataLoader, TensorDataset
 
-from lib.bootstrap import resample_counts
-from lib.calibration import (
+from lib.metrics.bootstrap import resample_counts
+from lib.metrics.calibration import (
     ace,
     bootstrap_interval,
     bootstrap_replicates,

@@ -1,5 +1,5 @@
 """The terminal: unknown flags refused at once, --help fast and with defaults, both flag
-spellings, the dry run's pretraining line and estimate, the sweep's lines (lib.console)."""
+spellings, the dry run's pretraining line and estimate, the sweep's lines (lib.study.console)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from lib import console
-from lib.cli import HelpFormatter, accept_both_spellings
-from lib.utils import project_root
+from lib.core.cli import HelpFormatter, accept_both_spellings
+from lib.core.utils import project_root
+from lib.study import console
 
 ENTRY_POINTS = ["lib.sweep", "lib.transfer", "lib.tickets", "lib.compare", "lib.fake_data"]
 BENCH_SCRIPTS = ["bench_lp.py", "bench_vp.py", "bench_roofline.py", "bench_study.py"]
@@ -69,7 +69,7 @@ def test_bench_help_imports_no_torch_and_shows_defaults(script):
 
 
 def test_transfer_help_shows_defaults_and_both_spellings():
-    from lib.transfer import parser
+    from lib.study.seed_cli import parser
 
     text = parser().format_help()
     assert "(default: 128)" in text and "(default: resnet50)" in text
@@ -99,7 +99,7 @@ def test_both_spellings_helper_and_formatter():
 
 
 def test_dry_run_lists_pretraining_and_an_estimate(outputs, capsys):
-    from lib.sweep import main
+    from lib.study.sweep import main
 
     assert main([str(project_root() / "params" / "smoke.yaml"), "--dry_run"]) == 0
     out = capsys.readouterr().out
@@ -108,8 +108,8 @@ def test_dry_run_lists_pretraining_and_an_estimate(outputs, capsys):
 
 
 def test_estimate_uses_measured_rates_per_method():
-    from lib.config import ExperimentConfig
-    from lib.sweep import plan
+    from lib.study.config import ExperimentConfig
+    from lib.study.sweep import plan
 
     configs = [
         ExperimentConfig(study="eta", dataset="digits", method=m, n_shot=n, seed=s, epochs=10)
@@ -131,9 +131,9 @@ def test_estimate_uses_measured_rates_per_method():
 
 
 def test_lines_name_the_notebook_runs_time_and_metric(outputs):
-    from lib import results
-    from lib.config import ExperimentConfig
-    from lib.sweep import Outcome, plan
+    from lib.study import results
+    from lib.study.config import ExperimentConfig
+    from lib.study.sweep import Outcome, plan
 
     cfgs = [ExperimentConfig(study="lines", dataset="digits", method="lp", seed=s) for s in (1, 2)]
     (execution,) = plan(cfgs)
@@ -176,7 +176,7 @@ def test_level_watcher_prints_each_finished_level(tmp_path):
 
 
 def test_headless_kernels_show_no_bars(monkeypatch, capsys):
-    from lib import utils
+    from lib.core import utils
 
     monkeypatch.delenv("SPARSE_VP_NO_PROGRESS", raising=False)
     monkeypatch.delenv("CI", raising=False)

@@ -12,10 +12,11 @@ from torch import nn
 pytest.importorskip("open_clip")
 pytest.importorskip("timm")
 
-from lib import clip, vit  # noqa: E402
-from lib.backbone import CheckpointError, prunable_names, sparsity, split_features  # noqa: E402
-from lib.config import ExperimentConfig  # noqa: E402
-from lib.quant import QuantLinear, quantize_backbone, weight_levels  # noqa: E402
+from lib.adapt.prompt import AdditivePrompt  # noqa: E402
+from lib.models import clip, vit  # noqa: E402
+from lib.models.backbone import CheckpointError, prunable_names, sparsity, split_features  # noqa: E402
+from lib.models.quant import QuantLinear, quantize_backbone, weight_levels  # noqa: E402
+from lib.study.config import ExperimentConfig  # noqa: E402
 
 TINY_CLIP = {
     "embed_dim": 16,
@@ -136,7 +137,7 @@ def test_magnitude_pruning_of_the_image_tower_only(tiny_clip):
 
 
 def test_additive_prompt_adds_a_frame_after_normalization():
-    prompt = clip.AdditivePrompt(32, 4, (clip.CLIP_MEAN, clip.CLIP_STD))
+    prompt = AdditivePrompt(32, 4, (clip.CLIP_MEAN, clip.CLIP_STD))
     with torch.no_grad():
         prompt.delta.fill_(5.0)  # unbounded: no sigmoid, no clamp
     x = torch.rand(2, 3, 32, 32)
@@ -169,7 +170,7 @@ def test_clip_config_rules():
 
 @pytest.mark.slow
 def test_clip_vp_lp_pruned_and_given_checkpoint_end_to_end(tiny_clip, outputs, tmp_path):
-    from lib.experiment import run_experiments
+    from lib.study.experiment import run_experiments
 
     model, path = tiny_clip
     pruned = clip.create_clip("clip_tiny", path)
@@ -340,7 +341,7 @@ def test_vit_config_rules(tiny_deit):
     cfg = ExperimentConfig(dataset="cifar10", arch="deit_tiny", weights="x.pth", method="vp")
     assert (cfg.source_size, cfg.input_size) == (224, 32)  # the seed: 32 padded to 224
     assert ExperimentConfig(dataset="dtd", arch="swin_tiny", weights="x.pth").input_size == 128
-    from lib.experiment import check_files
+    from lib.study.experiment import check_files
 
     qat = ExperimentConfig(dataset="dtd", arch="deit_tiny", network="quantized", weight_bits=4,
                            act_bits=4, checkpoint="nowhere/deit_w4a4.pth")  # fmt: skip
@@ -350,7 +351,7 @@ def test_vit_config_rules(tiny_deit):
 
 @pytest.mark.slow
 def test_vit_lp_vp_fake_quantized_and_qat_end_to_end(tiny_deit, outputs, tmp_path):
-    from lib.experiment import run_experiments
+    from lib.study.experiment import run_experiments
 
     model, path = tiny_deit
     torch.save(_qat_state(model), tmp_path / "qat.pth")
@@ -401,7 +402,7 @@ PAPER_DATASETS = ["cifar10", "cifar100", "svhn", "gtsrb", "dtd", "flowers102", "
 
 @pytest.fixture(scope="module")
 def fake_paper_root(tmp_path_factory) -> Path:
-    from lib.fake_data import write_fake
+    from lib.datasets.fake_data import write_fake
 
     return write_fake(tmp_path_factory.mktemp("fake"), PAPER_DATASETS)
 
@@ -424,9 +425,9 @@ def fake_paper_root(tmp_path_factory) -> Path:
 def test_paper_grids_validate_in_a_dry_run_on_fake_data(
     fake_paper_root, tmp_path, monkeypatch, capsys, name, runs, files
 ):
-    from lib.sweep import expand_grid, load_params
-    from lib.sweep import main as sweep_main
-    from lib.utils import project_root
+    from lib.core.utils import project_root
+    from lib.study.sweep import expand_grid, load_params
+    from lib.study.sweep import main as sweep_main
 
     monkeypatch.setenv("SPARSE_VP_DATA", str(fake_paper_root))
     monkeypatch.setenv("SPARSE_VP_OUTPUTS", str(tmp_path / "outputs"))

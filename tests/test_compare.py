@@ -1,4 +1,4 @@
-"""lib.compare on synthetic results: matched deltas, runs only in one study, parameters that
+"""lib.study.compare on synthetic results: matched deltas, runs only in one study, parameters that
 differ, verdicts that moved, the command line and its figure."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import compare
+from lib.study import compare
 
 pytestmark = pytest.mark.slow  # findings bootstrap twice per test
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from lib.config import ExperimentConfig
+from lib.study.config import ExperimentConfig
 
 
 @pytest.mark.parametrize(

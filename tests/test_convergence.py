@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lib.train import CONVERGED_GAIN, Fit, _schedule, train_linear_probe
+from lib.adapt.train import CONVERGED_GAIN, Fit, _schedule, train_linear_probe
 
 
 def _fit(accuracies):

@@ -11,16 +11,16 @@ import pytest
 import torch
 from torch.utils.data import Dataset, Subset
 
-from lib import data
-from lib.data import (
+from lib.datasets import registry as data
+from lib.datasets.glyphs import GLYPH_CLASSES
+from lib.datasets.paper import PAPER_DATASETS
+from lib.datasets.registry import (
     DATASETS,
     as_tensors,
     dataset_labels,
     get_dataset,
     get_spec,
 )
-from lib.glyphs import GLYPH_CLASSES
-from lib.paper_data import PAPER_DATASETS
 
 MINI = ("mnist", "fashion_mnist", "digits", "glyphs")
 

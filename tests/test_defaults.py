@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lib.checks import LIST_PARAMETERS as LIST_FIELDS
-from lib.checks import NOTEBOOK_PARAMETERS
-from lib.config import ExperimentConfig
-from lib.transfer import FLAG_FIELDS, PAPER_DEFAULTS, parser
+from lib.study.checks import LIST_PARAMETERS as LIST_FIELDS
+from lib.study.checks import NOTEBOOK_PARAMETERS
+from lib.study.config import ExperimentConfig
+from lib.study.seed_cli import FLAG_FIELDS, PAPER_DEFAULTS, parser
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "transfer.ipynb"
 # The notebook's lists over the runs of one execution, and its one setting of the kernel.

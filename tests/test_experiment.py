@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from lib import results
-from lib.experiment import run_experiments
+from lib.study import results
+from lib.study.experiment import run_experiments
 
 
 @pytest.fixture
@@ -71,8 +71,8 @@ def test_too_many_shots_fails_before_any_compute(outputs, make_cfg):
 
 
 def test_one_execution_runs_the_product_of_source_models_shots_and_seeds(make_cfg):
-    from lib.experiment import configs_from_parameters
-    from lib.sweep import plan
+    from lib.study.experiment import configs_from_parameters
+    from lib.study.sweep import plan
 
     grid = [
         make_cfg(method="lp", source_seed=src, n_shot=n, seed=s)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.findings import (
+from lib.study.findings import (
     dense_vs_ticket,
     findings,
     hierarchical_mean,
@@ -205,7 +205,7 @@ def test_null_effects_are_rarely_called_with_three_sources():
     # 200 studies with no effect but a real spread between 3 source models: the plain
     # hierarchical percentile interval excludes 0 far more often than 5%; the expanded one
     # (what findings use) does not.
-    from lib.bootstrap import interval, resample_counts
+    from lib.metrics.bootstrap import interval, resample_counts
 
     index = pd.MultiIndex.from_product(
         [["a", "b"], [10, -1], [1, 2, 3], [0, 1, 2]],
@@ -229,7 +229,7 @@ def test_null_effects_are_rarely_called_with_three_sources():
 def test_regime_reads_sources_convergence_and_the_vp_lp_ratio():
     import pandas as pd
 
-    from lib.findings import regime
+    from lib.study.findings import regime
 
     rows = []
     for source in (0, 1, 2):
@@ -256,7 +256,7 @@ def test_regime_reads_sources_convergence_and_the_vp_lp_ratio():
 
 
 def test_findings_compare_at_the_state_with_the_most_vp_runs():
-    from lib.findings import findings_state
+    from lib.study.findings import findings_state
 
     df = _frame(0.1, 0.0, 0.0)
     extra = df[(df["network"] == "ticket") & (df["dataset"] == "a") & (df["seed"] == 1)]
@@ -268,7 +268,7 @@ def test_findings_compare_at_the_state_with_the_most_vp_runs():
 
 
 def test_per_dataset_findings_show_what_pooling_hides():
-    from lib.findings import findings_by_dataset
+    from lib.study.findings import findings_by_dataset
 
     a = _frame(0.1, 0.0, 0.0)
     b = _frame(-0.1, 0.0, 0.0).assign(dataset="c")
@@ -282,7 +282,7 @@ def test_per_dataset_findings_show_what_pooling_hides():
 
 
 def test_drop_by_state_pairs_each_state_with_dense_and_reads_the_source_curve():
-    from lib.findings import drop_by_state
+    from lib.study.findings import drop_by_state
 
     df = _frame(0.1, 0.02, 0.0)
     curve = [

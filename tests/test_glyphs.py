@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from lib import glyphs
-from lib.glyphs import GLYPH_CLASSES, glyph_tensors, render_glyphs
+from lib.datasets import glyphs
+from lib.datasets.glyphs import GLYPH_CLASSES, glyph_tensors, render_glyphs
 
 
 def test_classes_digits_first_without_ambiguous_letters() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.labelmap import (
+from lib.adapt.labelmap import (
     MAPPINGS,
     LabelMapper,
     apply_mapping,

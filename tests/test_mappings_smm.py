@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lib.labelmap import (
+from lib.adapt.labelmap import (
     BLM_LAPLACE,
     MAPPINGS,
     LabelMapper,
@@ -14,7 +14,7 @@ from lib.labelmap import (
     blm_matrix,
     blmpp_topk,
 )
-from lib.prompt import (
+from lib.adapt.prompt import (
     PROMPTS,
     MaskGenerator,
     SampleSpecificMaskPrompt,
@@ -42,7 +42,7 @@ def permuted_source(
 
 
 def test_names_match_the_config() -> None:
-    from lib import config
+    from lib.study import config
 
     assert set(config.MAPPINGS) == set(MAPPINGS) and {"blm", "blmpp"} <= set(MAPPINGS)
     assert set(PROMPTS) <= set(config.PROMPTS) and "smm" in PROMPTS  # + CLIP's additive
@@ -106,7 +106,7 @@ def test_blmpp_keeps_top_k_probabilities() -> None:
 def test_blm_mapping_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="blmpp"):
         LabelMapper("blm+", 10, 5)
-    from lib.config import ExperimentConfig
+    from lib.study.config import ExperimentConfig
 
     with pytest.raises(ValueError, match="unknown mapping 'blmp'.*blm, blmpp"):
         ExperimentConfig(mapping="blmp")
@@ -170,7 +170,7 @@ def test_build_prompt_names() -> None:
 
 
 def test_smm_loads_at_source_size_and_keeps_old_run_keys() -> None:
-    from lib.config import ExperimentConfig
+    from lib.study.config import ExperimentConfig
 
     smm = ExperimentConfig(dataset="mnist", prompt="smm", arch="cifar_resnet_20_8")
     assert smm.input_size == 32  # resized to the source, not padded
@@ -180,7 +180,7 @@ def test_smm_loads_at_source_size_and_keeps_old_run_keys() -> None:
 
 
 def test_cli_passes_mapping_and_prompt() -> None:
-    from lib.transfer import config_from_args, parser
+    from lib.study.seed_cli import config_from_args, parser
 
     args = parser().parse_args(["--network", "dense", "--mapping", "blmpp", "--prompt", "smm"])
     cfg = config_from_args(args)
@@ -195,8 +195,8 @@ def test_cli_passes_mapping_and_prompt() -> None:
     "mapping,prompt", [("blm", "expansive"), ("blmpp", "expansive"), ("ilm", "smm")]
 )
 def test_tiny_vp_run_with_each_new_option(outputs, tickets, mapping: str, prompt: str) -> None:
-    from lib.config import ExperimentConfig
-    from lib.experiment import run_experiments
+    from lib.study.config import ExperimentConfig
+    from lib.study.experiment import run_experiments
 
     cfg = ExperimentConfig(
         study="t",
@@ -250,7 +250,7 @@ def _slice_frame(gaps: dict[tuple[str, str], float], sources: int = 3) -> pd.Dat
 
 
 def test_vp_methods_gap_measures_the_gap_closed() -> None:
-    from lib.findings import has_vp_method_runs, vp_methods_gap
+    from lib.study.findings import has_vp_method_runs, vp_methods_gap
 
     gaps = {("ilm", "expansive"): 0.10, ("blm", "expansive"): 0.0, ("ilm", "smm"): 0.20}
     gaps[("blmpp", "expansive")] = 0.10

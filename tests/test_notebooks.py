@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from papermill.translators import PythonTranslator
 
-from lib import results, sweep
-from lib.utils import project_root
+from lib.core.utils import project_root
+from lib.study import results, sweep
 
 pytestmark = pytest.mark.slow
 NOTEBOOKS = ("pretrain_source.ipynb", "transfer.ipynb", "report.ipynb")
@@ -64,7 +64,7 @@ def test_smoke_study_end_to_end_then_nothing_to_do(outputs, capsys):
     ):
         assert {f"{name}.png", f"{name}.svg"} <= figures, name
     html = (study / "report.html").read_text()
-    assert "The findings in detail" in html  # the report's findings section (lib.report)
+    assert "The findings in detail" in html  # the report's findings section (lib.report.summary)
     # quantized runs report their weight levels; tickets their measured sparsity
     quant = [r for r in records if r["params"]["network"] == "quantized"]
     assert quant and all(r["metrics"]["weight_levels"]["max"] <= 16 for r in quant)

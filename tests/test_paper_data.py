@@ -17,7 +17,7 @@ import scipy.io
 import torch
 from PIL import Image
 
-from lib.paper_data import (
+from lib.datasets.paper import (
     CIFAR10_CLASSES,
     NO_DOWNLOAD_ENV,
     PAPER_DATASETS,

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import results
-from lib.backbone import (
+from lib.datasets.paper import CIFAR10_CLASSES, NO_DOWNLOAD_ENV
+from lib.models.backbone import (
     CheckpointError,
     create_backbone,
     imagenet_classes,
@@ -27,9 +27,9 @@ from lib.backbone import (
     sparsity,
     ticket_paths,
 )
-from lib.config import ExperimentConfig
-from lib.paper_data import CIFAR10_CLASSES, NO_DOWNLOAD_ENV
-from lib.sweep import execute_notebook
+from lib.study import results
+from lib.study.config import ExperimentConfig
+from lib.study.sweep import execute_notebook
 
 TRAIN_PER_CLASS, TEST_PER_CLASS = 6, 2
 

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.functional import one_hot
 
-from lib.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, split_features
-from lib.data import as_tensors, get_dataset
-from lib.labelmap import LabelMapper
-from lib.prompt import ExpansiveVisualPrompt
-from lib.train import PromptedClassifier, train_visual_prompt
+from lib.adapt.labelmap import LabelMapper
+from lib.adapt.prompt import ExpansiveVisualPrompt
+from lib.adapt.train import PromptedClassifier, train_visual_prompt
+from lib.datasets.registry import as_tensors, get_dataset
+from lib.models.backbone import IMAGENET_MEAN, IMAGENET_STD, create_backbone, split_features
 
 SOURCE, TARGET = 32, 24  # cifar_resnet_20 input; the mini datasets' inner image size
 NUM_SOURCE, NUM_TARGET = 12, 10

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lib import plots  # noqa: E402
+from lib.report import plots  # noqa: E402
 
 
 def _record(source_seed: int, n_shot: int, seed: int) -> dict:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.power import expected_width, needed, variance_components, verdict, verdict_kind
+from lib.metrics.power import expected_width, needed, variance_components, verdict, verdict_kind
 
 
 @pytest.mark.parametrize(
@@ -94,10 +94,10 @@ def test_expected_width_and_needed_sources_follow_the_components():
 
 
 def test_a_measured_width_matches_the_bootstrap_it_predicts():
-    # the findings' interval (lib.findings.hierarchical_mean) on a sample whose components
+    # the findings' interval (lib.study.findings.hierarchical_mean) on a sample whose components
     # are known: its width is what expected_width says, within sampling noise
 
-    from lib.findings import hierarchical_mean
+    from lib.study.findings import hierarchical_mean
 
     widths, predicted = [], []
     for r in range(20):

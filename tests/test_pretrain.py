@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from lib.backbone import Mask, create_backbone
-from lib.pretrain import SourceConfig, evaluate_classifier, train_classifier
-from lib.prune import random_prune
-from lib.utils import project_root
+from lib.core.utils import project_root
+from lib.models.backbone import Mask, create_backbone
+from lib.models.pretrain import SourceConfig, evaluate_classifier, train_classifier
+from lib.models.prune import random_prune
 
 
 def _separable(n: int = 96, seed: int = 0) -> TensorDataset:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.backbone import IMAGENET_MEAN, IMAGENET_STD
-from lib.prompt import ExpansiveVisualPrompt, PadPrompter, pad_widths
+from lib.adapt.prompt import ExpansiveVisualPrompt, PadPrompter, pad_widths
+from lib.models.backbone import IMAGENET_MEAN, IMAGENET_STD
 
 
 @pytest.mark.parametrize("source,target", [(32, 24), (32, 23), (224, 128), (224, 32)])

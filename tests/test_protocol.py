@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 import torch
 
-from lib import results
-from lib.backbone import imagenet_weights
-from lib.calibration import calibration_metrics, seed_ece
-from lib.config import ExperimentConfig
-from lib.data import dataset_labels, get_dataset
-from lib.experiment import run_experiments
-from lib.fake_data import write_fake
-from lib.paper_data import DatasetNotFoundError
-from lib.prompt import ExpansiveVisualPrompt, lower_triangle_mask
-from lib.sweep import expand_grid, load_params
-from lib.sweep import main as sweep_main
-from lib.transfer import config_from_args, parser
-from lib.utils import project_root
+from lib.adapt.prompt import ExpansiveVisualPrompt, lower_triangle_mask
+from lib.core.utils import project_root
+from lib.datasets.fake_data import write_fake
+from lib.datasets.paper import DatasetNotFoundError
+from lib.datasets.registry import dataset_labels, get_dataset
+from lib.metrics.calibration import calibration_metrics, seed_ece
+from lib.models.backbone import imagenet_weights
+from lib.study import results
+from lib.study.config import ExperimentConfig
+from lib.study.experiment import run_experiments
+from lib.study.seed_cli import config_from_args, parser
+from lib.study.sweep import expand_grid, load_params
+from lib.study.sweep import main as sweep_main
 
 PAPER = dict(arch="resnet50", network="dense", weights="IMAGENET1K_V2")
 

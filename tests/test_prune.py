@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from lib.backbone import (
+from lib.models.backbone import (
     Mask,
     apply_mask,
     create_backbone,
@@ -16,7 +16,7 @@ from lib.backbone import (
     sparsity,
     ticket_paths,
 )
-from lib.prune import load_reports, prune, random_mask, random_prune, run_imp
+from lib.models.prune import load_reports, prune, random_mask, random_prune, run_imp
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib.backbone import Mask, apply_mask, create_backbone, sparsity, split_features
-from lib.prune import random_prune
-from lib.quant import QuantReLU, quantize_backbone, quantize_weight, weight_levels
+from lib.models.backbone import Mask, apply_mask, create_backbone, sparsity, split_features
+from lib.models.prune import random_prune
+from lib.models.quant import QuantReLU, quantize_backbone, quantize_weight, weight_levels
 
 
 @pytest.fixture(scope="module")

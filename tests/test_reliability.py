@@ -24,10 +24,11 @@ import papermill
 import pytest
 import yaml
 
-from lib import paths, results, sweep
-from lib.experiment import NOTEBOOK_PARAMETERS
-from lib.pretrain import SourceConfig
-from lib.utils import project_root
+from lib.core import paths
+from lib.core.utils import project_root
+from lib.models.pretrain import SourceConfig
+from lib.study import results, sweep
+from lib.study.experiment import NOTEBOOK_PARAMETERS
 
 SMALL = {  # one LP notebook execution of three quick runs
     "dataset": "digits",
@@ -170,8 +171,8 @@ def _crafted_cifar(root: Path, marker: Path) -> None:
 
 
 def test_crafted_cifar_folder_does_not_run_code(tmp_path, monkeypatch):
-    from lib.data import get_dataset
-    from lib.paper_data import UnsafeDataFileError
+    from lib.datasets.paper import UnsafeDataFileError
+    from lib.datasets.registry import get_dataset
 
     monkeypatch.setenv("SPARSE_VP_NO_DOWNLOAD", "1")
     marker = tmp_path / "payload-ran"

@@ -16,11 +16,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from lib import results  # noqa: E402
-from lib.calibration import calibration_metrics, confidence_analysis, reliability_data  # noqa: E402
-from lib.data import GLYPH_CLASSES  # noqa: E402
-from lib.findings import CALIBRATION_METRICS  # noqa: E402
-from lib.utils import atomic_write_json, project_root  # noqa: E402
+from lib.core.utils import atomic_write_json, project_root  # noqa: E402
+from lib.datasets.registry import GLYPH_CLASSES  # noqa: E402
+from lib.metrics.calibration import calibration_metrics, confidence_analysis, reliability_data  # noqa: E402
+from lib.study import results  # noqa: E402
+from lib.study.findings import CALIBRATION_METRICS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TEST_SIZE = 200
@@ -113,7 +113,7 @@ def run_report(study: str) -> dict:
     return namespace
 
 
-SUBSETS = {  # (lib.findings' own tests cover more subsets, without the figures)
+SUBSETS = {  # (lib.study.findings' own tests cover more subsets, without the figures)
     "lp_only": lambda p: p["method"] == "lp",
     "vp_only": lambda p: p["method"] == "vp",
     "dense_only": lambda p: p["network"] == "dense",
@@ -121,7 +121,7 @@ SUBSETS = {  # (lib.findings' own tests cover more subsets, without the figures)
 
 
 def test_report_on_the_whole_study(outputs, all_records):
-    from lib.power import verdict_kind
+    from lib.metrics.power import verdict_kind
 
     write_study("full", all_records)
     ns = run_report("full")

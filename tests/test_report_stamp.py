@@ -3,7 +3,7 @@ only then: a warm `make study` changes no file."""
 
 import json
 
-from lib import results, sweep
+from lib.study import results, sweep
 
 
 def test_report_reruns_when_records_or_code_change(outputs, tmp_path, monkeypatch):

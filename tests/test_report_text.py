@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from lib.report import summary
+from lib.report.summary import summary
 
 TABLE = pd.DataFrame(
     [

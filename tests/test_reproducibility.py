@@ -15,18 +15,18 @@ from importlib import metadata
 import pytest
 import torch
 
-from lib import results
-from lib.config import ExperimentConfig
-from lib.experiment import run_experiments
-from lib.utils import get_device, project_root
+from lib.core.utils import get_device, project_root
+from lib.study import results
+from lib.study.config import ExperimentConfig
+from lib.study.experiment import run_experiments
 
 # Everything a run computes; timings, memory, dates and provenance may differ.
 COMPUTED = ("run_key", "params", "metrics", "history", "mapping", "reliability", "sizes")
 
 RERUN = """
 import json, sys
-from lib.config import ExperimentConfig
-from lib.experiment import run_experiments
+from lib.study.config import ExperimentConfig
+from lib.study.experiment import run_experiments
 configs = [ExperimentConfig.from_dict(c) for c in json.loads(sys.argv[1])]
 run_experiments(configs)
 """

@@ -1,11 +1,12 @@
-"""Per-class sampling: n-shot samples, validation sets, stratified subsets (lib.sampling)."""
+"""Per-class sampling (lib.datasets.sampling): n-shot samples, validation sets, stratified
+subsets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lib.sampling import (
+from lib.datasets.sampling import (
     draw_splits,
     n_shot_indices,
     per_class_counts,

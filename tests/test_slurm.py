@@ -9,7 +9,7 @@ import signal
 import pytest
 import yaml
 
-from lib import results, slurm, sweep
+from lib.study import results, slurm, sweep
 
 STUDY = "slurmcheck"
 
@@ -95,7 +95,7 @@ def test_local_executor_gives_the_local_backend_records(tmp_path, outputs, ticke
 def sigint_default():
     """cancel() of a local task is a SIGINT. A test process started in the background of a
     non-interactive shell (`pytest &`, nohup, some CI runners) has SIGINT ignored, and its
-    children inherit that: the task would run on to the end. (lib.sweep installs its own
+    children inherit that: the task would run on to the end. (lib.study.sweep installs its own
     handler before it submits, so its tasks start with the default.)"""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield

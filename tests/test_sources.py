@@ -1,4 +1,5 @@
-"""The registry of source-network kinds (lib.sources) and the one function that applies masks."""
+"""The registry of source-network kinds (lib.models.sources) and the one function that
+applies masks."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lib.backbone import create_backbone, sparsity
-from lib.config import NETWORKS, ExperimentConfig
-from lib.masks import Mask, apply_mask
-from lib.sources import SOURCES, paper_source, source_kind
+from lib.models.backbone import create_backbone, sparsity
+from lib.models.masks import Mask, apply_mask
+from lib.models.sources import SOURCES, paper_source, source_kind
+from lib.study.config import NETWORKS, ExperimentConfig
 
 LIB = Path(__file__).resolve().parents[1] / "lib"
 

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from lib.tickets import (
+from lib.study.tickets import (
     MANIFEST,
     TicketError,
     build_manifest,
@@ -121,7 +121,7 @@ def test_regime_lines_say_which_check_fails(tmp_path, tickets):
 
 
 def test_ship_keeps_the_listed_states_and_the_random_controls(tmp_path, tickets):
-    from lib.tickets import ship
+    from lib.study.tickets import ship
 
     work, _ = _release(tmp_path, tickets)
     root = tmp_path / "lean"
@@ -145,7 +145,7 @@ def test_ship_keeps_the_listed_states_and_the_random_controls(tmp_path, tickets)
 
 
 def test_ship_adds_sources_to_a_release_a_few_at_a_time(tmp_path, tickets):
-    from lib.tickets import ship
+    from lib.study.tickets import ship
 
     work, full = _release(tmp_path, tickets)
     root = tmp_path / "lean"
@@ -163,8 +163,8 @@ def test_every_shipped_release_verifies_and_holds_what_its_studies_read():
     each source seed and ticket state it runs among the shipped files."""
     import yaml
 
-    from lib.sweep import expand_grid, load_params
-    from lib.utils import resolve_path
+    from lib.core.utils import resolve_path
+    from lib.study.sweep import expand_grid, load_params
 
     releases = {p.parent.name: p.parent for p in resolve_path("tickets").glob("*/manifest.json")}
     assert releases, "no shipped ticket release"

@@ -8,8 +8,8 @@ import importlib.util
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from lib.experiment import run_experiments
-from lib.tracking import tensorboard_dir
+from lib.study.experiment import run_experiments
+from lib.study.tracking import tensorboard_dir
 
 
 @pytest.fixture

@@ -5,19 +5,9 @@ import copy
 import pytest
 import torch
 
-from lib.backbone import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Mask,
-    apply_mask,
-    create_backbone,
-    split_features,
-)
-from lib.data import as_tensors, get_dataset
-from lib.labelmap import LabelMapper
-from lib.prompt import ExpansiveVisualPrompt
-from lib.prune import prune
-from lib.train import (
+from lib.adapt.labelmap import LabelMapper
+from lib.adapt.prompt import ExpansiveVisualPrompt
+from lib.adapt.train import (
     Batches,
     Normalized,
     PromptedClassifier,
@@ -27,6 +17,16 @@ from lib.train import (
     train_linear_probe,
     train_visual_prompt,
 )
+from lib.datasets.registry import as_tensors, get_dataset
+from lib.models.backbone import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Mask,
+    apply_mask,
+    create_backbone,
+    split_features,
+)
+from lib.models.prune import prune
 
 NORM = (IMAGENET_MEAN, IMAGENET_STD)
 

@@ -1,0 +1,153 @@
+"""Text of the report notebook: the summary at its top, figure captions that say what each
+figure pools, over how many runs, and which error it draws, the verdict words.
+
+    from lib.report.summary import Figures, summary
+    display(Markdown(summary(table, df, chosen, "mini")))
+    figures = Figures(folder); figures.show(fig, "accuracy_vs_sparsity", "what it shows")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+VERDICTS = {
+    "supported": "the whole 95% interval of the effect lies on the paper's side of 0",
+    "contradicted": "the whole 95% interval lies on the other side of 0: the study measured "
+    "the opposite of the paper's claim",
+    "no effect larger than ±m": "the interval holds 0 but lies inside the equivalence margin "
+    "±m (0.03 for accuracy gaps, 0.01 for ECE differences): any effect there is smaller than "
+    "the margin",
+    "inconclusive": "the interval holds 0 and reaches past the margin: this study can "
+    "neither confirm the claim nor bound it; the table says how many source models a "
+    "decisive verdict would need",
+    "no data": "the study lacks the paired runs the claim needs",
+}
+
+
+def verdict_definitions() -> str:
+    """The verdict words, one bullet each (Markdown)."""
+    return "\n".join(f"- **{word}**: {meaning}." for word, meaning in VERDICTS.items())
+
+
+def _signed(x: float) -> str:
+    """+0.012; small effects keep their digits (+3.1e-05, not -0.000)."""
+    if pd.isna(x):
+        return "n/a"
+    return f"{x:+.3f}" if x == 0 or abs(x) >= 0.001 else f"{x:+.1e}"
+
+
+def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> str:
+    """The report's first section (Markdown): what was run, then one line per finding of the
+    paper: its claim, this study's effect with its 95% interval and pairs, the verdict."""
+    sources = df["source_seed"].nunique() if "source_seed" in df else 1
+    lines = [
+        "## Summary",
+        "",
+        f"Study `{study}`: {len(df)} runs ({', '.join(sorted(df['dataset'].unique()))}; "
+        f"methods {', '.join(sorted(df['method'].unique()))}; networks "
+        f"{', '.join(sorted(df['network'].unique()))}; {sources} source model(s)). Every run's "
+        f"numbers: [`results.csv`](results.csv) (one row per run) and `records/*.json`.",
+        "",
+        *_provenance_lines(df),
+        "Each finding compares a lottery ticket (its state below the table) with the dense "
+        "source on paired runs (same dataset, n-shot, transfer seed and source model). "
+        "Effect: mean paired difference, signed so that > 0 is the paper's direction; "
+        "interval: 95%, hierarchical bootstrap over "
+        f"source models, then transfer seeds. Calibration on `{chosen}` (chosen below).",
+        "",
+        "| the paper's claim | this study: effect [95% interval] | width | pairs | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for _, row in table.iterrows():
+        effect = (
+            f"{row['measure']} = {_signed(row['effect'])} "
+            f"[{_signed(row['low'])}, {_signed(row['high'])}]"
+            if pd.notna(row["effect"])
+            else "—"
+        )
+        word = row["verdict"]
+        if word == "inconclusive" and pd.notna(row.get("sources_needed")):
+            word += f" (~{int(row['sources_needed'])} source models needed)"
+        width = row["high"] - row["low"]
+        width = f"{width:.3f}" if pd.notna(width) else "—"
+        lines.append(f"| {row['finding']} | {effect} | {width} | {row['pairs']} | **{word}** |")
+    if "state" in table and table["state"].notna().any():
+        lines += ["", f"Ticket state compared with dense: {int(table['state'].dropna().iloc[0])}."]
+    lines += ["", "Verdict words:", "", verdict_definitions()]
+    return "\n".join(lines)
+
+
+def _provenance_lines(df: pd.DataFrame) -> list[str]:
+    """Where the runs ran, and which of them are optimistic (epoch chosen on the test set)."""
+    lines = []
+    if "cpu" in df and df["cpu"].notna().any():
+        counts = df["cpu"].fillna("unknown CPU").value_counts()
+        machines = "; ".join(f"{cpu} ({n} run{'s' * (n != 1)})" for cpu, n in counts.items())
+        lines += [f"Ran on: {machines}.", ""]
+    if "selection" in df and (df["selection"] == "test").any():
+        n = int((df["selection"] == "test").sum())
+        lines += [
+            f"**{n} of {len(df)} runs are optimistic**: `selection: test` (the paper's "
+            "protocol) picks their epoch and temperature on the test set they report.",
+            "",
+        ]
+    return lines
+
+
+def per_point(df: pd.DataFrame, keys: list[str]) -> str:
+    """'n = 6 runs per point' or 'n = 2-6 runs per point' over the groups of `keys`."""
+    if df.empty:
+        return "no runs"
+    sizes = df.groupby(keys).size()
+    low, high = int(sizes.min()), int(sizes.max())
+    return (
+        f"n = {low} run{'s' if high > 1 else ''} per point"
+        if low == high
+        else (f"n = {low}-{high} runs per point")
+    )
+
+
+def pooled(df: pd.DataFrame) -> str:
+    """What a point pools: transfer seeds and source models, as the frame has them."""
+    seeds = df["seed"].nunique() if "seed" in df else 1
+    sources = df["source_seed"].nunique() if "source_seed" in df else 1
+    return f"{seeds} transfer seed(s) x {sources} source model(s)"
+
+
+class Figures:
+    """Save a figure (PNG + SVG under the study's figures/), show it, then its numbered
+    caption below it: the caption says what is pooled, n and the error drawn."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.number = 0
+
+    def show(self, fig: Any, name: str, caption: str) -> str:
+        import matplotlib.pyplot as plt
+        from IPython.display import Markdown, display
+
+        from lib.report import plots
+
+        fig = getattr(fig, "figure", fig)  # a seaborn grid or a figure
+        plots.save(fig, self.folder, name)
+        self.number += 1
+        text = f"**Figure {self.number}** (`figures/{name}.png`). {caption}"
+        display(fig)
+        plt.close(fig)
+        display(Markdown(text))
+        return text
+
+
+def show_table(frame: pd.DataFrame, caption: str = "") -> None:
+    """A table shown whole (every row, full cell text), with a caption above it."""
+    from IPython.display import Markdown, display
+
+    if caption:
+        display(Markdown(caption))
+    with pd.option_context(
+        "display.max_rows", None, "display.max_columns", None, "display.max_colwidth", None
+    ):
+        display(frame)

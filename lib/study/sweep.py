@@ -1,0 +1,684 @@
+"""Expand a params grid into runs and execute the notebooks headlessly with papermill.
+
+    python -m lib.sweep params/mini.yaml                 # pretrain (cached), runs, report
+    python -m lib.sweep params/paper.yaml --backend slurm --partition gpu --time 240
+
+The whole grid is validated before the first job starts. Runs whose record exists are
+skipped, so an interrupted sweep resumes where it stopped; a failing run does not stop
+the others and leaves no record. One sweep of a study runs at a time (a lock file in its
+folder names the holder); Ctrl-C or SIGTERM stops it cleanly and prints the command that
+resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import itertools
+import json
+import math
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from lib.core import paths
+from lib.core.cli import HelpFormatter, accept_both_spellings, run_main
+from lib.core.utils import atomic_write_json, atomic_write_text, project_root
+from lib.study import console, results
+from lib.study.config import METHODS, ExperimentConfig, check_fields
+from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep's names stay importable
+    KERNEL,
+    NOTEBOOKS,
+    Execution,
+    Outcome,
+    SweepInterrupted,
+    execute_notebook,
+    run_execution,
+)
+
+TOP_LEVEL_KEYS = (
+    "study",
+    "description",
+    "pretrain",
+    "tickets",
+    "defaults",
+    "method_defaults",
+    "grid",
+    "report",
+)
+
+
+# ---------------------------------------------------------------- params files
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """The params file as a mapping; any problem with it is one ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file {path} not found")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a text file ({error})") from None
+    params = {} if params is None else params
+    if not isinstance(params, dict):
+        raise ValueError(
+            f"{path}: must be a mapping of {', '.join(TOP_LEVEL_KEYS)}, "
+            f"got a {type(params).__name__}"
+        )
+    unknown = sorted(map(repr, set(params) - set(TOP_LEVEL_KEYS)))
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown key(s) {', '.join(unknown)}; choose from: {', '.join(TOP_LEVEL_KEYS)}"
+        )
+    if "study" not in params or "grid" not in params:
+        raise ValueError(f"{path}: needs 'study' and 'grid'")
+    try:
+        paths.check_name(params["study"])  # a folder under the outputs root, never a path
+        if not isinstance(params.get("report", True), bool):
+            raise ValueError(f"report must be true or false, got {params['report']!r}")
+        if not isinstance(params.get("description", ""), str):
+            raise ValueError(f"description must be a string, got {params['description']!r}")
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return params
+
+
+def _section(where: str, section: Any, allowed: set[str]) -> dict[str, Any]:
+    """A mapping of the params file whose keys must be `allowed` (named in the error)."""
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{where} must be a mapping of parameter: value(s), got {section!r}")
+    unknown = sorted(map(repr, set(section) - allowed))
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown parameter(s) {', '.join(unknown)}; "
+            f"choose from: {', '.join(sorted(allowed))}"
+        )
+    return section
+
+
+def check_pretrain(params: dict[str, Any]) -> None:
+    """The `pretrain:` section: known parameters of the right types, out_dir under the
+    outputs root; checked before anything runs."""
+    from lib.models.pretrain import SourceConfig
+
+    names = {f.name for f in fields(SourceConfig)}
+    settings = _section("pretrain", params.get("pretrain"), names)
+    if not settings:
+        return
+    try:
+        check_fields(SourceConfig, settings)  # SourceConfig itself compares before it checks
+        cfg = SourceConfig(**settings)
+        paths.confined(cfg.output_path, "out_dir")
+    except ValueError as error:
+        raise ValueError(f"pretrain: {error}") from None
+
+
+def expand_grid(params: dict[str, Any]) -> list[ExperimentConfig]:
+    """Every run of the study, validated; duplicates (same run key) appear once."""
+    known = {f.name for f in fields(ExperimentConfig)}
+    defaults = {**_section("defaults", params.get("defaults"), known), "study": params["study"]}
+    # e.g. {lp: {epochs: 50}, vp: {epochs: 4}}: LP on cached features affords more epochs
+    per_method = _section("method_defaults", params.get("method_defaults"), set(METHODS))
+    for method, section in per_method.items():
+        _section(f"method_defaults.{method}", section, known)
+    grids = params["grid"] if isinstance(params["grid"], list) else [params["grid"]]
+    configs: dict[str, ExperimentConfig] = {}
+    for i, grid in enumerate(grids):
+        axes = {
+            k: v if isinstance(v, list) else [v]
+            for k, v in _section(f"grid entry {i}", grid, known).items()
+        }
+        empty = [k for k, v in axes.items() if not v]
+        if empty:
+            raise ValueError(f"grid entry {i}: no values for {', '.join(map(repr, empty))}")
+        for values in itertools.product(*axes.values()):
+            run = dict(zip(axes, values, strict=True))
+            method = run.get("method", defaults.get("method", "vp"))
+            try:
+                cfg = ExperimentConfig.from_dict(
+                    {**defaults, **(per_method.get(method) or {}), **run}
+                )
+            except ValueError as error:
+                raise ValueError(f"grid entry {i}: {error}") from None
+            configs.setdefault(cfg.run_key, cfg)
+    return list(configs.values())
+
+
+# ---------------------------------------------------------------- executions
+
+
+def plan(configs: list[ExperimentConfig]) -> list[Execution]:
+    """Group configs that differ only in source model, n-shot and seed into one execution.
+
+    One execution pays the kernel start and imports (~6 s here) once, and shares the data,
+    each source model and its LP feature cache between its runs.
+    """
+    from lib.study.checks import LIST_PARAMETERS, notebook_parameters  # torch: not for --help
+
+    groups: dict[str, list[ExperimentConfig]] = {}
+    for cfg in configs:
+        shared = {k: v for k, v in cfg.to_dict().items() if k not in LIST_PARAMETERS}
+        groups.setdefault(json.dumps(shared, sort_keys=True, default=str), []).append(cfg)
+    executions = []
+
+    def is_product(part: list[ExperimentConfig]) -> bool:
+        return len(part) == math.prod(len({getattr(c, f) for c in part}) for f in LIST_PARAMETERS)
+
+    def split(part: list[ExperimentConfig], key: Callable) -> list[list[ExperimentConfig]]:
+        return [[c for c in part if key(c) == k] for k in sorted({key(c) for c in part})]
+
+    for members in groups.values():
+        # Grids are products; if a group is not, one execution per n-shot (e.g. three seeds
+        # at 10 shots, one with full data), else per (source model, n-shot).
+        parts = [members]
+        if not is_product(members):
+            parts = split(members, lambda c: c.n_shot)
+            if not all(map(is_product, parts)):
+                parts = split(members, lambda c: (c.source_seed, c.n_shot))
+        for part in parts:
+            params = notebook_parameters(part)
+            digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+            name = part[0].run_key.rsplit("-", 3)[0]  # dataset-network-method
+            executions.append(Execution(key=f"{name}-{digest}", params=params, configs=part))
+    # The longest first (VP trains through the backbone every epoch, LP a head on cached
+    # features), so that two workers do not end with one long notebook running alone.
+    return sorted(executions, key=lambda e: e.params["method"] != "vp")
+
+
+def run_local(
+    executions: list[Execution], workers: int = 1, out: Callable[[str], None] = print
+) -> list[Outcome]:
+    """Execute on this machine; `workers` notebooks at a time share the CPU cores.
+
+    VP notebooks (the long ones) go first, so the last in flight are short LP ones and no
+    core idles at the end while one long notebook runs alone on its share of threads.
+    One line per finished notebook (lib.study.console.notebook_line), with an ETA from the
+    measured rates of the notebooks finished so far.
+    """
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else 0
+    ordered = sorted(executions, key=lambda e: e.params.get("method") != "vp")
+    stop = threading.Event()
+
+    def run(execution: Execution) -> Outcome:
+        if stop.is_set():  # queued when the sweep was stopped
+            return Outcome(execution.key, "not started")
+        return run_execution(execution, threads)
+
+    estimate = console.Estimate(ordered, workers)
+    to_run = len(estimate.left)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {pool.submit(run, e): e for e in ordered}
+    finished: dict[str, Outcome] = {}
+    try:
+        for future in as_completed(futures):
+            execution = futures[future]
+            outcome = finished[execution.key] = future.result()
+            if outcome.status == "skipped":
+                estimate.finished(execution.key, None)
+                continue  # the count of skipped notebooks is in the summary
+            estimate.finished(execution.key, outcome.seconds)
+            index = sum(o.status != "skipped" for o in finished.values())
+            out(console.notebook_line(execution, outcome, index, to_run, estimate))
+    except SweepInterrupted as stopped:
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_kernels(lambda: all(f.done() for f in futures))
+        for future, e in futures.items():
+            if future.cancelled():
+                finished[e.key] = Outcome(e.key, "not started")
+            elif not future.done():  # its kernel outlived stop_kernels' patience
+                finished[e.key] = Outcome(e.key, "interrupted")
+            elif e.key not in finished:
+                outcome = future.result()
+                if outcome.status == "failed":  # its kernel was stopped
+                    outcome.status = "interrupted"
+                finished[e.key] = outcome
+        stopped.outcomes = [finished[e.key] for e in ordered]
+        raise
+    finally:
+        pool.shutdown(wait=False)
+    return [finished[e.key] for e in ordered]
+
+
+def _child_pids() -> list[int]:
+    """Live processes this one started (papermill's kernels, each in its own session)."""
+    me, rows = os.getpid(), []
+    if Path("/proc/self/stat").exists():
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:  # the fields after the command name: state, ppid, ...
+                    state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+                except (OSError, IndexError, ValueError):  # it ended meanwhile
+                    continue
+                rows.append((entry.name, ppid, state))
+    else:
+        table = subprocess.run(["ps", "-A", "-o", "pid=,ppid=,stat="], capture_output=True)
+        rows = [tuple(line.split()[:3]) for line in table.stdout.decode().splitlines()]
+    return [int(pid) for pid, ppid, state in rows if ppid == str(me) and not state.startswith("Z")]
+
+
+def stop_kernels(finished: Callable[[], bool] = lambda: True, timeout: float = 60.0) -> None:
+    """Stop the kernels this process started (SIGTERM to each kernel's process group, then
+    SIGKILL) until `finished()`: the notebooks using them then fail and save what they have.
+    Records are written atomically, so a stopped run leaves none, never half of one."""
+    deadline = time.monotonic() + timeout
+    sent: dict[int, float] = {}
+    while True:
+        for pid in _child_pids():
+            first = sent.setdefault(pid, time.monotonic())
+            kill = signal.SIGKILL if time.monotonic() - first > 5 else signal.SIGTERM
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, kill) if os.getpgid(pid) == pid else os.kill(pid, kill)
+        if finished() and not _child_pids():
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
+
+
+# ---------------------------------------------------------------- one sweep per study
+
+
+class StudyLocked(RuntimeError):
+    """Another sweep of the same study is running."""
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']} since {info['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def study_lock(study: str, argv: list[str] | None = None) -> Iterator[None]:
+    """Hold outputs/<study>/sweep.lock for the block: one sweep of a study at a time.
+
+    The file names its holder (pid, host, start time, command). The lock itself is an
+    flock on it, which the system releases when the holder ends however it ends, so the
+    file of a holder that was killed is stale and simply taken over.
+    """
+    path = paths.lock_path(study)
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed by a sweep that just ended
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+            os.close(fd)
+            raise StudyLocked(
+                f"study {study!r} is being swept by {holder} (lock file {path}); wait for "
+                "it to end or stop it, then run this again"
+            ) from None
+        try:  # the holder removes the file when it ends: lock the file that is there now
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        stale = os.pread(fd, 4096, 0).decode(errors="replace")
+        if stale.strip():
+            print(f"[sweep] taking over the stale lock of {_holder(stale)} (not running)")
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": shlex.join(["python", "-m", "lib.sweep", *(argv or [])]),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+        with contextlib.suppress(OSError):  # a sweep that wrote nothing leaves no folder
+            path.parent.rmdir()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise SweepInterrupted in the main thread (once: a second signal
+    during the clean stop is ignored)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        raise SweepInterrupted(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _clean_leftovers(executions: list[Execution]) -> None:
+    """A sweep killed outright (SIGKILL, power) leaves its notebooks' hidden work files; with
+    the lock held no one else writes them, and their executions run again."""
+    for e in executions:
+        paths.running_notebook(e.output).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- stages
+
+
+class Stamp:
+    """Remembers the inputs a stage last ran with, so re-running it unchanged does nothing."""
+
+    def __init__(self, study: str, name: str, inputs: Any) -> None:
+        self.path = results.study_dir(study) / ".stamps" / f"{name}.json"
+        self.digest = hashlib.sha1(
+            json.dumps(inputs, sort_keys=True, default=str).encode()
+        ).hexdigest()
+
+    @property
+    def fresh(self) -> bool:
+        return self.path.is_file() and json.loads(self.path.read_text())["digest"] == self.digest
+
+    def write(self) -> None:
+        atomic_write_json(self.path, {"digest": self.digest})
+
+
+def pretrain(params: dict[str, Any]) -> None:
+    """Source model and tickets (the notebook caches everything it trains)."""
+    study, settings = params["study"], params.get("pretrain")
+    stamp = Stamp(study, "pretrain", settings)
+    if not settings or stamp.fresh:
+        return
+    levels = pretrain_levels(settings)
+    print(
+        f"[sweep] pretraining the source model and {levels} IMP levels ({study}; "
+        f"estimated {console.duration(console.pretrain_prior_seconds(settings))})",
+        flush=True,
+    )
+    start = time.perf_counter()
+    with console.LevelWatcher(pretrain_folder(settings), levels):
+        execute_notebook(
+            "pretrain_source.ipynb", results.study_dir(study) / "pretrain.ipynb", settings
+        )
+    print(f"[sweep] pretraining done in {console.duration(time.perf_counter() - start)}")
+    stamp.write()
+
+
+def pretrain_levels(settings: dict[str, Any]) -> int:
+    """IMP levels the pretrain stage trains: states 0..max_state and the random controls."""
+    from lib.models.pretrain import SourceConfig
+
+    cfg = SourceConfig(**settings)
+    return cfg.max_state + 1 + len(cfg.random_states)
+
+
+def pretrain_folder(settings: dict[str, Any]) -> Path:
+    """Where the pretrain notebook writes its checkpoints and per-level reports."""
+    from lib.models.pretrain import SourceConfig
+
+    return SourceConfig(**settings).output_path
+
+
+def report(study: str) -> Path | None:
+    """Execute the report notebook over all records and export it to HTML (its path; None
+    without records). Unchanged records and code: the existing report is kept."""
+    records = sorted((results.study_dir(study) / "records").glob("*.json"))
+    output = results.study_dir(study) / "report.ipynb"
+    # Re-rendered when a record or the code drawing it changed (the notebook, lib/).
+    code = [NOTEBOOKS / "report.ipynb", *sorted((project_root() / "lib").rglob("*.py"))]
+    stamp = Stamp(
+        study,
+        "report",
+        {
+            "records": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in records],
+            "code": hashlib.sha1(b"".join(f.read_bytes() for f in code)).hexdigest(),
+        },
+    )
+    if not records:
+        return None
+    if stamp.fresh and output.with_suffix(".html").is_file():
+        return output.with_suffix(".html")
+    print(f"[sweep] report over {len(records)} records", flush=True)
+    start = time.perf_counter()
+    execute_notebook("report.ipynb", output, {"study": study})
+    html = export_html(output)
+    stamp.write()
+    print(f"[sweep] report written in {console.duration(time.perf_counter() - start)}: {html}")
+    return html
+
+
+def export_html(notebook: Path) -> Path:
+    """The executed notebook as a document: outputs only, no code cells or prompts."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True)
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    return atomic_write_text(notebook.with_suffix(".html"), body)
+
+
+def summarize(outcomes: list[Outcome], out: Callable[[str], None] = print) -> None:
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    line = f"[sweep] {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
+    for status in ("interrupted", "not started"):
+        n = sum(o.status == status for o in outcomes)
+        line += f", {n} {status}" if n else ""
+    out(line)
+    for o in outcomes:
+        if o.status == "failed":
+            out(f"[sweep]   FAILED {o.key}: {o.error}")
+
+
+def _report_stop(
+    stopped: SweepInterrupted, study: str, configs: list[ExperimentConfig], argv: list[str]
+) -> int:
+    """What finished, and the command that resumes; exit status 128 + the signal number."""
+    name = signal.Signals(stopped.signum).name
+    print(f"[sweep] stopped by {name}", flush=True)
+    if stopped.outcomes:
+        summarize(stopped.outcomes)
+    written = sum(results.has_record(c.study, c.run_key) for c in configs)
+    print(f"[sweep] {written} of {len(configs)} runs of {study!r} have their record")
+    print(f"[sweep] resume with: {shlex.join(['python', '-m', 'lib.sweep', *argv])}", flush=True)
+    return 128 + stopped.signum
+
+
+# ---------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lib.study.slurm import parse_args as slurm_args
+    from lib.study.slurm import parser as slurm_parser
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lib.sweep",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+        epilog="flags of --backend slurm:\n" + slurm_parser().format_help(),
+    )
+    parser.add_argument("params", help="YAML grid, e.g. params/mini.yaml")
+    parser.add_argument(
+        "--backend",
+        choices=("local", "slurm"),
+        default="local",
+        help="where the notebooks run (default: local)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="local: notebooks executed at once (default 1)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate and list the executions, run nothing"
+    )
+    parser.add_argument("--no-report", action="store_true", help="skip the report notebook")
+    accept_both_spellings(parser)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # a log file sees each line when it is printed
+        sys.stdout.reconfigure(line_buffering=True)
+    # The slurm backend's flags follow --backend slurm (its own parser checks them); any
+    # other unknown flag is an error now, before a single import of torch.
+    args, backend_args = parser.parse_known_args(argv)
+    if args.backend == "local" and backend_args:
+        parser.error(
+            f"unrecognized arguments: {' '.join(backend_args)} (see python -m lib.sweep --help)"
+        )
+    if args.backend == "slurm":
+        slurm_args(backend_args)  # bad cluster flags fail before anything runs
+    paths.pin_environment()  # the kernels write where this process reads, whatever the cwd
+    from lib.study.checks import missing_files, validate
+
+    params = load_params(args.params)
+    try:
+        configs = expand_grid(params)  # validates every run before anything starts
+        check_pretrain(params)
+        # n-shots vs class sizes (labels only); checkpoint files are checked after pretrain
+        validate(configs, sources=False)
+    except FileNotFoundError as error:  # a dataset missing here: fatal unless only listing
+        if not args.dry_run:
+            raise
+        print(f"[sweep] n-shots not checked: {str(error).splitlines()[0]}", flush=True)
+    except ValueError as error:
+        raise ValueError(f"{args.params}: {error}") from None
+    results.read_records(params["study"])  # a stray or damaged record is named now
+    executions = plan(configs)
+    todo = [e for e in executions if not e.done]
+    print(
+        f"[sweep] {params['study']}: {len(configs)} runs in {len(executions)} notebooks, "
+        f"{len(todo)} to execute",
+        flush=True,
+    )
+    if args.dry_run:
+        dry_run(params, configs, executions, args.workers, missing_files)
+        return 0
+    if params.get("tickets"):  # shipped tickets: intact (sha256 as in the manifest) or refused
+        from lib.study.tickets import verify
+
+        print(f"[sweep] {verify(params['tickets'])['version']}: tickets match the manifest")
+    with _stop_on_signals():
+        try:
+            with study_lock(params["study"], argv):
+                _clean_leftovers(executions)
+                return _run(params, configs, executions, args, backend_args)
+        except SweepInterrupted as stopped:
+            if args.backend == "local":  # Slurm tasks keep running (lib.study.slurm says so)
+                stop_kernels()  # a stage's kernel (pretrain, report) may still run
+            return _report_stop(stopped, params["study"], configs, argv)
+
+
+def dry_run(
+    params: dict[str, Any],
+    configs: list[ExperimentConfig],
+    executions: list[Execution],
+    workers: int,
+    missing_files: Callable[[ExperimentConfig], list[Path]],
+) -> None:
+    """What a sweep would do: the pretrain stage, every execution and its runs, the missing
+    source files, and an estimated time (a prior cost model: lib.study.console)."""
+    # Tickets may come from the pretrain stage, weights from a download: only a warning.
+    missing = sorted({path for cfg in configs for path in missing_files(cfg)})
+    settings = params.get("pretrain")
+    if settings and not Stamp(params["study"], "pretrain", settings).fresh:
+        print(
+            f"  todo  pretrain: source model + {pretrain_levels(settings)} IMP levels into "
+            f"{pretrain_folder(settings)} (finished levels are kept; estimated "
+            f"{console.duration(console.pretrain_prior_seconds(settings))})"
+        )
+    elif settings:
+        print("  done  pretrain (unchanged since it ran)")
+    if missing:
+        listed = "".join(f"\n  {path}" for path in missing[:20])
+        more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
+        made = " (the pretrain stage makes them)" if settings else ""
+        print(f"[sweep] warning: {len(missing)} source file(s) missing{made}:{listed}{more}")
+    for e in executions:
+        print(f"  {'done' if e.done else 'todo'}  {e.key}  ({len(e.configs)} runs)")
+        for cfg in e.configs:
+            print(f"      {cfg.run_key}")
+    estimate = console.Estimate(executions, workers)
+    pretrain_s = 0.0
+    if settings and not Stamp(params["study"], "pretrain", settings).fresh:
+        pretrain_s = console.pretrain_prior_seconds(settings)
+    print(
+        f"[sweep] dry run: {len(configs)} runs valid; estimated time with --workers {workers}: "
+        f"{console.duration(pretrain_s + estimate.total_prior())} (a prior cost model; the "
+        "running sweep's ETA uses measured rates)",
+        flush=True,
+    )
+
+
+def _run(
+    params: dict[str, Any],
+    configs: list[ExperimentConfig],
+    executions: list[Execution],
+    args: argparse.Namespace,
+    backend_args: list[str],
+) -> int:
+    """Pretrain, the transfer notebooks, results.csv and the report (the lock is held)."""
+    from lib.study.checks import check_files
+
+    start = time.perf_counter()
+    pretrain(params)
+    for cfg in configs:  # after pretraining, every checkpoint must exist before any run
+        check_files(cfg)
+    if args.backend == "slurm":
+        from lib.study.slurm import run_slurm
+
+        outcomes = run_slurm(executions, backend_args)
+    else:
+        estimate = console.Estimate(executions, args.workers)
+        if estimate.left:
+            print(
+                f"[sweep] {len(estimate.left)} notebooks, {args.workers} at a time; first "
+                f"estimate {console.duration(estimate.total_prior())} (refined as they finish)",
+                flush=True,
+            )
+        outcomes = run_local(executions, args.workers)
+    summarize(outcomes)
+    csv = results.write_results_csv(params["study"])
+    html = None
+    if params.get("report", True) and not args.no_report:
+        html = report(params["study"])
+    print(console.final_line(outcomes, time.perf_counter() - start, html), flush=True)
+    if not html:
+        print(f"[sweep] results: {csv}")
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def cli() -> NoReturn:
+    """`python -m lib.sweep`: main() as a command."""
+    run_main(main, "python -m lib.sweep", (ValueError, FileNotFoundError, StudyLocked))
+
+
+if __name__ == "__main__":
+    cli()

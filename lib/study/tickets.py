@@ -1,0 +1,395 @@
+"""Shipped lottery tickets: a versioned folder of IMP runs, one per source seed, and its manifest.
+
+    python -m lib.tickets verify tickets/glyphs-v2     # every file against the manifest
+    python -m lib.tickets make tickets/glyphs-v2       # train what is missing under
+                                                       # outputs/tickets/ (resumable), then
+                                                       # ship the lean release + manifest
+    python -m lib.tickets remake tickets/glyphs-v2     # `make tickets`: the same recipe from
+                                                       # nothing under outputs/, compared
+    python -m lib.tickets remake tickets/glyphs-v2 --seeds 0   # one source seed only
+
+Each `seed{s}/` folder is what notebooks/pretrain_source.ipynb writes for source seed s: the
+paper's ticket files `{arch}_dyn4_{k}_checkpoint.pth` / `_mask.pth` with a `_report.json`
+beside each (state, kind, test accuracy), random-pruning controls `{arch}_random_{k}_*`, and
+the resolved recipe. Training writes every IMP state (each needs the one before); the
+release ships only the recipe's `ship_states` (those the studies read) and the random
+controls. `manifest.json` holds the sha256 of every shipped file, each ticket's
+source accuracy and sparsity, the source accuracy of every trained state (`source_curve`),
+the recipe, package versions, CPU and git revision, and the
+regime checks of the mini study (a converged dense source, tickets that match it, a random
+control clearly below).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from lib.core.cli import HelpFormatter, run_main
+from lib.core.utils import atomic_write_json, outputs_dir, resolve_path
+
+MANIFEST = "manifest.json"
+NOT_SHIPPED = ("pretrain.ipynb",)  # with the rewind point: made and used by `make` only
+# The regime the mini study needs (issue 15): checked per source seed, stored in the manifest.
+MIN_DENSE_ACCURACY = 0.97
+MATCH_THROUGH_STATE, MATCH_TOLERANCE = 5, 0.015
+RANDOM_GAP = 0.05
+
+
+class TicketError(ValueError):
+    """A shipped ticket is missing or altered, or a folder is not a ticket release."""
+
+
+def seed_dir(root: str | Path, seed: int) -> Path:
+    return resolve_path(root) / f"seed{seed}"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _not_shipped(path: Path) -> bool:
+    return path.name in NOT_SHIPPED or path.name.endswith("_rewind.pth")
+
+
+def _state_of(path: Path) -> int | None:
+    """k of a ticket file `{arch}_dyn4_{k}_*` (None for any other file)."""
+    parts = path.name.split("_dyn4_")
+    if len(parts) != 2:
+        return None
+    head = parts[1].split("_")[0].split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
+def _shipped(path: Path, states: Sequence[int] | None) -> bool:
+    if _not_shipped(path):
+        return False
+    state = _state_of(path)
+    return states is None or state is None or state in states
+
+
+def _reports(folder: Path) -> list[dict[str, Any]]:
+    found = [json.loads(p.read_text()) for p in sorted(folder.glob("*_report.json"))]
+    return sorted(found, key=lambda r: (r["kind"] != "dyn4", r["state"]))
+
+
+def regime_checks(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The three checks of the mini study's regime for one source seed, with their numbers."""
+    tickets = {r["state"]: r["test_accuracy"] for r in reports if r["kind"] == "dyn4"}
+    randoms = {r["state"]: r["test_accuracy"] for r in reports if r["kind"] == "random"}
+    dense = tickets.get(0, float("nan"))
+    worst = min(
+        (tickets[k] - dense for k in tickets if 0 < k <= MATCH_THROUGH_STATE), default=float("nan")
+    )
+    sparsest = max(randoms, default=None)
+    gap = tickets[sparsest] - randoms[sparsest] if sparsest in tickets else float("nan")
+    return {
+        "dense_accuracy": dense,
+        "dense_ok": dense >= MIN_DENSE_ACCURACY,
+        f"worst_ticket_minus_dense_through_state_{MATCH_THROUGH_STATE}": worst,
+        "tickets_match_ok": worst >= -MATCH_TOLERANCE,
+        "random_state": sparsest,
+        "ticket_minus_random": gap,
+        "random_below_ok": gap >= RANDOM_GAP,
+    }
+
+
+def build_manifest(
+    root: str | Path, seeds: Sequence[int], version: str, states: Sequence[int] | None = None
+) -> dict[str, Any]:
+    """The manifest of `root` as it is now: hashes every file shipped (ticket states in
+    `states`, default all, and the random controls); regime checks and `source_curve` from
+    every trained state present."""
+    from lib.study.results import provenance
+
+    root = resolve_path(root)
+    files: dict[str, dict[str, Any]] = {}
+    tickets, curve, checks, recipe = [], [], {}, None
+    for seed in seeds:
+        folder = seed_dir(root, seed)
+        config = json.loads((folder / "source_config.json").read_text())
+        this = {k: v for k, v in config.items() if k not in ("seed", "out_dir")}
+        if recipe is not None and this != recipe:
+            raise TicketError(
+                f"{folder}: recipe differs from the other seeds' ({this} vs {recipe})"
+            )
+        recipe = this
+        reports = _reports(folder)
+        for r in reports:
+            point = {k: r[k] for k in ("kind", "state", "test_accuracy", "sparsity")}
+            curve.append({"source_seed": seed, **point})
+            if r["kind"] == "dyn4" and states is not None and r["state"] not in states:
+                continue
+            tickets.append(
+                {
+                    "source_seed": seed,
+                    "kind": r["kind"],
+                    "state": r["state"],
+                    "test_accuracy": r["test_accuracy"],
+                    "sparsity": r["sparsity"],
+                    "checkpoint": f"seed{seed}/{r['checkpoint']}",
+                    "mask": f"seed{seed}/{r['mask']}",
+                }
+            )
+        checks[str(seed)] = regime_checks(reports)
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and _shipped(path, states):
+                rel = path.relative_to(root).as_posix()
+                files[rel] = {"sha256": sha256(path), "bytes": path.stat().st_size}
+    return {
+        "version": version,
+        "seeds": list(seeds),
+        "recipe": recipe,
+        "regime_checks": checks,
+        "shipped_states": sorted(states) if states is not None else None,
+        "tickets": tickets,
+        "source_curve": curve,
+        "files": files,
+        "total_bytes": sum(f["bytes"] for f in files.values()),
+        "provenance": provenance(),
+    }
+
+
+def load_manifest(root: str | Path) -> dict[str, Any]:
+    path = resolve_path(root) / MANIFEST
+    if not path.is_file():
+        raise TicketError(
+            f"{path}: no ticket manifest; remake the tickets with `make tickets` "
+            "(or `python -m lib.tickets make ROOT`)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["files"], manifest["seeds"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise TicketError(f"{path}: not a ticket manifest ({error})") from None
+    return manifest
+
+
+def verify(root: str | Path) -> dict[str, Any]:
+    """Check every file of the manifest: present, same sha256. Errors name the file."""
+    root = resolve_path(root)
+    manifest = load_manifest(root)
+    for rel, entry in manifest["files"].items():
+        path = root / rel
+        if not path.is_file():
+            raise TicketError(f"{path}: shipped ticket file missing (listed in {MANIFEST})")
+        if sha256(path) != entry["sha256"]:
+            raise TicketError(
+                f"{path}: sha256 differs from {root / MANIFEST} (the file was altered); "
+                "restore it with `git checkout -- " + f"{path}` or remake with `make tickets`"
+            )
+    return manifest
+
+
+def pretrain_parameters(recipe: dict[str, Any], seed: int, out_dir: Path) -> dict[str, Any]:
+    """Parameters of notebooks/pretrain_source.ipynb for one source seed."""
+    params = {**recipe, "seed": seed, "out_dir": str(out_dir)}
+    params["random_states"] = list(params.get("random_states", ()))
+    return params
+
+
+def train(work: str | Path, recipe: dict[str, Any], seeds: Sequence[int], workers: int = 1) -> Path:
+    """Run the pretrain notebook for every seed into `work/seed{s}`, every IMP state
+    (finished states are kept, so a killed run resumes), `workers` seeds at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lib.study.executions import execute_notebook
+
+    work = resolve_path(work)
+    if workers > 1:  # one thread per kernel: the seeds share the cores instead of fighting
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
+
+    def one(seed: int) -> None:
+        folder = seed_dir(work, seed)
+        print(f"[tickets] source seed {seed} -> {folder}", flush=True)
+        start = time.perf_counter()
+        execute_notebook(
+            "pretrain_source.ipynb",
+            folder / "pretrain.ipynb",
+            pretrain_parameters(recipe, seed, folder),
+        )
+        print(f"[tickets] source seed {seed} done in {time.perf_counter() - start:.0f} s")
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, seeds))
+    return work
+
+
+def ship(
+    work: str | Path,
+    root: str | Path,
+    seeds: Sequence[int],
+    version: str,
+    states: Sequence[int] | None = None,
+) -> Path:
+    """Copy the release out of a training folder: per seed the ticket files of `states`
+    (default every state), the random controls and the recipe, then the manifest (regime
+    checks and source curve from every trained state). Seeds the release already ships and
+    `seeds` leaves out are kept (verified first), so sources can be added a few at a time;
+    an interrupted ship is simply run again."""
+    import shutil
+
+    work, root = resolve_path(work), resolve_path(root)
+    if work.resolve() == root.resolve():
+        raise TicketError(f"ship copies from a training folder into another; got {root} twice")
+    manifest = build_manifest(work, seeds, version, states)
+    if (root / MANIFEST).is_file():
+        old = verify(root)
+        if old["version"] != version or old["recipe"] != manifest["recipe"]:
+            raise TicketError(f"{root} holds release {old['version']} of another recipe")
+        kept = [s for s in old["seeds"] if s not in seeds]
+        manifest = _merged(old, manifest, kept)
+    for rel in manifest["files"]:
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(work / rel, target)
+    atomic_write_json(root / MANIFEST, manifest)
+    verify(root)
+    return root / MANIFEST
+
+
+def _merged(old: dict[str, Any], new: dict[str, Any], kept: Sequence[int]) -> dict[str, Any]:
+    """`new` with the entries of `old`'s seeds `kept` added back, seeds in order."""
+    if not kept:
+        return new
+    out = dict(new)
+    out["seeds"] = sorted({*kept, *new["seeds"]})
+    mine = {f"seed{s}" for s in kept}
+    for key in ("tickets", "source_curve"):
+        out[key] = sorted(
+            [t for t in old.get(key, []) if t["source_seed"] in kept] + new[key],
+            key=lambda t: (t["source_seed"], t["kind"] != "dyn4", t["state"]),
+        )
+    out["regime_checks"] = dict(
+        sorted(
+            (
+                {k: v for k, v in old["regime_checks"].items() if int(k) in kept}
+                | new["regime_checks"]
+            ).items(),
+            key=lambda kv: int(kv[0]),
+        )
+    )
+    files = {r: e for r, e in old["files"].items() if r.split("/")[0] in mine}
+    out["files"] = dict(sorted((files | new["files"]).items()))
+    out["total_bytes"] = sum(f["bytes"] for f in out["files"].values())
+    return out
+
+
+def compare(manifest: dict[str, Any], remade: dict[str, Any]) -> list[str]:
+    """Lines comparing remade tickets with the shipped manifest (source accuracy per ticket)."""
+    shipped = {(t["source_seed"], t["kind"], t["state"]): t for t in manifest["tickets"]}
+    lines = [f"{'seed':>4} {'kind':>6} {'state':>5} {'shipped':>8} {'remade':>8} {'diff':>7}"]
+    for t in remade["tickets"]:
+        old = shipped.get((t["source_seed"], t["kind"], t["state"]))
+        if old is None:
+            continue
+        a, b = old["test_accuracy"], t["test_accuracy"]
+        lines.append(
+            f"{t['source_seed']:>4} {t['kind']:>6} {t['state']:>5} {a:8.4f} {b:8.4f} {b - a:+7.4f}"
+        )
+    folders = {rel.split("/")[0] for rel in remade["files"]}  # the seeds remade
+    shipped_files = {r: e for r, e in manifest["files"].items() if r.split("/")[0] in folders}
+    same = sum(
+        remade["files"].get(rel, {}).get("sha256") == entry["sha256"]
+        for rel, entry in shipped_files.items()
+    )
+    lines.append(f"{same} of {len(shipped_files)} files bit-identical to the shipped ones")
+    return lines
+
+
+def regime_lines(manifest: dict[str, Any]) -> tuple[list[str], bool]:
+    """One line per source seed of `manifest`: the mini study's regime checks on its
+    tickets; and whether every check passed."""
+    lines, passed = [], True
+    for seed, c in sorted(manifest.get("regime_checks", {}).items()):
+        worst = c[f"worst_ticket_minus_dense_through_state_{MATCH_THROUGH_STATE}"]
+        ok = {k: c[k] for k in ("dense_ok", "tickets_match_ok", "random_below_ok")}
+        word = {k: "ok" if v else "FAILS" for k, v in ok.items()}
+        passed = passed and all(ok.values())
+        lines.append(
+            f"seed {seed}: dense {c['dense_accuracy']:.4f} (>= {MIN_DENSE_ACCURACY}: "
+            f"{word['dense_ok']}); worst ticket - dense through state {MATCH_THROUGH_STATE} "
+            f"{worst:+.4f} (>= -{MATCH_TOLERANCE}: {word['tickets_match_ok']}); ticket - "
+            f"random at state {c['random_state']} {c['ticket_minus_random']:+.4f} "
+            f"(>= {RANDOM_GAP}: {word['random_below_ok']})"
+        )
+    return lines, passed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lib.tickets",
+        description=__doc__,
+        formatter_class=HelpFormatter,
+    )
+    parser.add_argument("command", choices=("verify", "make", "remake"))
+    parser.add_argument("root", help="ticket release folder, e.g. tickets/glyphs-v2")
+    parser.add_argument(
+        "--recipe", default="params/tickets.yaml", help="make: the recipe (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="make/remake: seeds trained at once (default 1)"
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="make/remake: only these source seeds (default: the recipe's source_seeds)",
+    )
+    parser.add_argument(
+        "--work",
+        "--out",
+        default="",
+        help="make/remake: the training folder, every IMP state "
+        "(default: outputs/tickets/<release name>)",
+    )
+    args = parser.parse_args(argv)
+    root = resolve_path(args.root)
+    if args.command == "verify":
+        manifest = verify(root)
+        print(f"[tickets] {root}: {len(manifest['files'])} files match {MANIFEST}")
+        return 0
+    import yaml
+
+    spec = yaml.safe_load(resolve_path(args.recipe).read_text())
+    recipe, seeds, version = spec["pretrain"], spec["source_seeds"], spec["version"]
+    if args.seeds:
+        unknown = sorted(set(args.seeds) - set(seeds))
+        if unknown:
+            parser.error(f"--seeds {unknown}: not in {args.recipe}'s source_seeds {seeds}")
+        seeds = args.seeds
+    states = spec.get("ship_states")
+    out = resolve_path(args.work) if args.work else outputs_dir() / "tickets" / root.name
+    if out.resolve() == root.resolve():
+        raise TicketError(f"training writes elsewhere than the shipped folder {root}")
+    # From nothing on a fresh machine; a killed run resumes from its finished states.
+    train(out, recipe, seeds, args.workers)
+    if args.command == "make":
+        print(f"[tickets] manifest: {ship(out, root, seeds, version, states)}")
+        return 0
+    remade = build_manifest(out, seeds, version, states)
+    atomic_write_json(out / MANIFEST, remade)
+    print("\n".join(compare(load_manifest(root), remade)))
+    lines, passed = regime_lines(remade)
+    print("[tickets] regime checks of the remade tickets:", *lines, sep="\n  ")
+    return 0 if passed else 1
+
+
+def cli() -> NoReturn:
+    """`python -m lib.tickets`: main() as a command."""
+    run_main(main, "python -m lib.tickets", (TicketError, FileNotFoundError))
+
+
+if __name__ == "__main__":
+    cli()
