@@ -22,7 +22,8 @@ import yaml
 
 from lib.core.utils import project_root
 from lib.study import results
-from lib.study.sweep import expand_grid, load_params, plan
+from lib.study.grid import expand_grid, load_params
+from lib.study.sweep import plan
 
 
 def _env():

@@ -426,7 +426,7 @@ def test_paper_grids_validate_in_a_dry_run_on_fake_data(
     fake_paper_root, tmp_path, monkeypatch, capsys, name, runs, files
 ):
     from lib.core.utils import project_root
-    from lib.study.sweep import expand_grid, load_params
+    from lib.study.grid import expand_grid, load_params
     from lib.study.sweep import main as sweep_main
 
     monkeypatch.setenv("SPARSE_VP_DATA", str(fake_paper_root))

@@ -20,8 +20,8 @@ from lib.models.backbone import imagenet_weights
 from lib.study import results
 from lib.study.config import ExperimentConfig
 from lib.study.experiment import run_experiments
+from lib.study.grid import expand_grid, load_params
 from lib.study.seed_cli import config_from_args, parser
-from lib.study.sweep import expand_grid, load_params
 from lib.study.sweep import main as sweep_main
 
 PAPER = dict(arch="resnet50", network="dense", weights="IMAGENET1K_V2")

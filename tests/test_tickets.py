@@ -164,7 +164,7 @@ def test_every_shipped_release_verifies_and_holds_what_its_studies_read():
     import yaml
 
     from lib.core.utils import resolve_path
-    from lib.study.sweep import expand_grid, load_params
+    from lib.study.grid import expand_grid, load_params
 
     releases = {p.parent.name: p.parent for p in resolve_path("tickets").glob("*/manifest.json")}
     assert releases, "no shipped ticket release"

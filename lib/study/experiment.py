@@ -7,7 +7,7 @@
 Configs that share the dataset, network and method share the loaded data, the source model
 and (for LP) the cached features; each config still gets its own record. Runs whose
 record exists are skipped (resume). The flow of one run: config -> lib.study.checks (before
-any compute) -> data + lib.models.sources -> lib.adapt.train.transfer_lp / transfer_vp ->
+any compute) -> data + lib.models.sources -> lib.study.run.transfer_lp / transfer_vp ->
 lib.study.results.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lib.adapt.train import Batches, Data, Normalized, subset, transfer_lp, transfer_vp
+from lib.adapt.train import Batches, Data, Normalized, subset
 from lib.core.utils import get_device, headless_kernel, progress, set_seed
 from lib.datasets.registry import as_tensors, dataset_labels, get_dataset, get_spec
 from lib.datasets.sampling import stratified_subset
@@ -49,6 +49,7 @@ from lib.study.features import (  # noqa: F401 - re-exported
     evict_cache,
 )
 from lib.study.results import TEMPERATURE_SET  # noqa: F401 - re-exported
+from lib.study.run import transfer_lp, transfer_vp
 from lib.study.tracking import track_run
 
 # Fields that may differ between configs sharing one source model, data and features.

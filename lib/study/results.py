@@ -25,9 +25,9 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from lib.adapt.train import Transfer
     from lib.datasets.sampling import Splits
     from lib.study.config import ExperimentConfig
+    from lib.study.run import Transfer
 
 # The packages whose versions every record names: the stack, the calibration metrics' three
 # libraries, and the extras of the CLIP / ViT arms (None where not installed).

@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
-import itertools
 import json
 import math
 import os
@@ -29,18 +28,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from lib.core import paths
 from lib.core.cli import HelpFormatter, accept_both_spellings, run_main
-from lib.core.utils import atomic_write_json, atomic_write_text, project_root
 from lib.study import console, results
-from lib.study.config import METHODS, ExperimentConfig, check_fields
+from lib.study.config import ExperimentConfig
 from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep's names stay importable
     KERNEL,
     NOTEBOOKS,
@@ -50,122 +45,8 @@ from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep'
     execute_notebook,
     run_execution,
 )
-
-TOP_LEVEL_KEYS = (
-    "study",
-    "description",
-    "pretrain",
-    "tickets",
-    "defaults",
-    "method_defaults",
-    "grid",
-    "report",
-)
-
-
-# ---------------------------------------------------------------- params files
-
-
-def load_params(path: str | Path) -> dict[str, Any]:
-    """The params file as a mapping; any problem with it is one ValueError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"params file {path} not found")
-    try:
-        params = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a text file ({error})") from None
-    params = {} if params is None else params
-    if not isinstance(params, dict):
-        raise ValueError(
-            f"{path}: must be a mapping of {', '.join(TOP_LEVEL_KEYS)}, "
-            f"got a {type(params).__name__}"
-        )
-    unknown = sorted(map(repr, set(params) - set(TOP_LEVEL_KEYS)))
-    if unknown:
-        raise ValueError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; choose from: {', '.join(TOP_LEVEL_KEYS)}"
-        )
-    if "study" not in params or "grid" not in params:
-        raise ValueError(f"{path}: needs 'study' and 'grid'")
-    try:
-        paths.check_name(params["study"])  # a folder under the outputs root, never a path
-        if not isinstance(params.get("report", True), bool):
-            raise ValueError(f"report must be true or false, got {params['report']!r}")
-        if not isinstance(params.get("description", ""), str):
-            raise ValueError(f"description must be a string, got {params['description']!r}")
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
-    return params
-
-
-def _section(where: str, section: Any, allowed: set[str]) -> dict[str, Any]:
-    """A mapping of the params file whose keys must be `allowed` (named in the error)."""
-    if section is None:
-        return {}
-    if not isinstance(section, dict):
-        raise ValueError(f"{where} must be a mapping of parameter: value(s), got {section!r}")
-    unknown = sorted(map(repr, set(section) - allowed))
-    if unknown:
-        raise ValueError(
-            f"{where}: unknown parameter(s) {', '.join(unknown)}; "
-            f"choose from: {', '.join(sorted(allowed))}"
-        )
-    return section
-
-
-def check_pretrain(params: dict[str, Any]) -> None:
-    """The `pretrain:` section: known parameters of the right types, out_dir under the
-    outputs root; checked before anything runs."""
-    from lib.models.pretrain import SourceConfig
-
-    names = {f.name for f in fields(SourceConfig)}
-    settings = _section("pretrain", params.get("pretrain"), names)
-    if not settings:
-        return
-    try:
-        check_fields(SourceConfig, settings)  # SourceConfig itself compares before it checks
-        cfg = SourceConfig(**settings)
-        paths.confined(cfg.output_path, "out_dir")
-    except ValueError as error:
-        raise ValueError(f"pretrain: {error}") from None
-
-
-def expand_grid(params: dict[str, Any]) -> list[ExperimentConfig]:
-    """Every run of the study, validated; duplicates (same run key) appear once."""
-    known = {f.name for f in fields(ExperimentConfig)}
-    defaults = {**_section("defaults", params.get("defaults"), known), "study": params["study"]}
-    # e.g. {lp: {epochs: 50}, vp: {epochs: 4}}: LP on cached features affords more epochs
-    per_method = _section("method_defaults", params.get("method_defaults"), set(METHODS))
-    for method, section in per_method.items():
-        _section(f"method_defaults.{method}", section, known)
-    grids = params["grid"] if isinstance(params["grid"], list) else [params["grid"]]
-    configs: dict[str, ExperimentConfig] = {}
-    for i, grid in enumerate(grids):
-        axes = {
-            k: v if isinstance(v, list) else [v]
-            for k, v in _section(f"grid entry {i}", grid, known).items()
-        }
-        empty = [k for k, v in axes.items() if not v]
-        if empty:
-            raise ValueError(f"grid entry {i}: no values for {', '.join(map(repr, empty))}")
-        for values in itertools.product(*axes.values()):
-            run = dict(zip(axes, values, strict=True))
-            method = run.get("method", defaults.get("method", "vp"))
-            try:
-                cfg = ExperimentConfig.from_dict(
-                    {**defaults, **(per_method.get(method) or {}), **run}
-                )
-            except ValueError as error:
-                raise ValueError(f"grid entry {i}: {error}") from None
-            configs.setdefault(cfg.run_key, cfg)
-    return list(configs.values())
-
+from lib.study.grid import check_pretrain, expand_grid, load_params
+from lib.study.stages import Stamp, pretrain, pretrain_folder, pretrain_levels, report
 
 # ---------------------------------------------------------------- executions
 
@@ -392,101 +273,6 @@ def _clean_leftovers(executions: list[Execution]) -> None:
     the lock held no one else writes them, and their executions run again."""
     for e in executions:
         paths.running_notebook(e.output).unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------- stages
-
-
-class Stamp:
-    """Remembers the inputs a stage last ran with, so re-running it unchanged does nothing."""
-
-    def __init__(self, study: str, name: str, inputs: Any) -> None:
-        self.path = results.study_dir(study) / ".stamps" / f"{name}.json"
-        self.digest = hashlib.sha1(
-            json.dumps(inputs, sort_keys=True, default=str).encode()
-        ).hexdigest()
-
-    @property
-    def fresh(self) -> bool:
-        return self.path.is_file() and json.loads(self.path.read_text())["digest"] == self.digest
-
-    def write(self) -> None:
-        atomic_write_json(self.path, {"digest": self.digest})
-
-
-def pretrain(params: dict[str, Any]) -> None:
-    """Source model and tickets (the notebook caches everything it trains)."""
-    study, settings = params["study"], params.get("pretrain")
-    stamp = Stamp(study, "pretrain", settings)
-    if not settings or stamp.fresh:
-        return
-    levels = pretrain_levels(settings)
-    print(
-        f"[sweep] pretraining the source model and {levels} IMP levels ({study}; "
-        f"estimated {console.duration(console.pretrain_prior_seconds(settings))})",
-        flush=True,
-    )
-    start = time.perf_counter()
-    with console.LevelWatcher(pretrain_folder(settings), levels):
-        execute_notebook(
-            "pretrain_source.ipynb", results.study_dir(study) / "pretrain.ipynb", settings
-        )
-    print(f"[sweep] pretraining done in {console.duration(time.perf_counter() - start)}")
-    stamp.write()
-
-
-def pretrain_levels(settings: dict[str, Any]) -> int:
-    """IMP levels the pretrain stage trains: states 0..max_state and the random controls."""
-    from lib.models.pretrain import SourceConfig
-
-    cfg = SourceConfig(**settings)
-    return cfg.max_state + 1 + len(cfg.random_states)
-
-
-def pretrain_folder(settings: dict[str, Any]) -> Path:
-    """Where the pretrain notebook writes its checkpoints and per-level reports."""
-    from lib.models.pretrain import SourceConfig
-
-    return SourceConfig(**settings).output_path
-
-
-def report(study: str) -> Path | None:
-    """Execute the report notebook over all records and export it to HTML (its path; None
-    without records). Unchanged records and code: the existing report is kept."""
-    records = sorted((results.study_dir(study) / "records").glob("*.json"))
-    output = results.study_dir(study) / "report.ipynb"
-    # Re-rendered when a record or the code drawing it changed (the notebook, lib/).
-    code = [NOTEBOOKS / "report.ipynb", *sorted((project_root() / "lib").rglob("*.py"))]
-    stamp = Stamp(
-        study,
-        "report",
-        {
-            "records": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in records],
-            "code": hashlib.sha1(b"".join(f.read_bytes() for f in code)).hexdigest(),
-        },
-    )
-    if not records:
-        return None
-    if stamp.fresh and output.with_suffix(".html").is_file():
-        return output.with_suffix(".html")
-    print(f"[sweep] report over {len(records)} records", flush=True)
-    start = time.perf_counter()
-    execute_notebook("report.ipynb", output, {"study": study})
-    html = export_html(output)
-    stamp.write()
-    print(f"[sweep] report written in {console.duration(time.perf_counter() - start)}: {html}")
-    return html
-
-
-def export_html(notebook: Path) -> Path:
-    """The executed notebook as a document: outputs only, no code cells or prompts."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True)
-    exporter.exclude_output_prompt = True
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    return atomic_write_text(notebook.with_suffix(".html"), body)
 
 
 def summarize(outcomes: list[Outcome], out: Callable[[str], None] = print) -> None:

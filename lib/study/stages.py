@@ -1,0 +1,118 @@
+"""The stages of a sweep besides the runs: pretraining the source model and tickets, and the
+report over all records; each re-runs only when its inputs changed (a Stamp).
+
+    from lib.study.stages import pretrain, report
+    pretrain(params); report("mini")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from lib.core.utils import atomic_write_json, atomic_write_text, project_root
+from lib.study import console, results
+from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep's names stay importable
+    KERNEL,
+    NOTEBOOKS,
+    Execution,
+    Outcome,
+    SweepInterrupted,
+    execute_notebook,
+    run_execution,
+)
+
+
+class Stamp:
+    """Remembers the inputs a stage last ran with, so re-running it unchanged does nothing."""
+
+    def __init__(self, study: str, name: str, inputs: Any) -> None:
+        self.path = results.study_dir(study) / ".stamps" / f"{name}.json"
+        self.digest = hashlib.sha1(
+            json.dumps(inputs, sort_keys=True, default=str).encode()
+        ).hexdigest()
+
+    @property
+    def fresh(self) -> bool:
+        return self.path.is_file() and json.loads(self.path.read_text())["digest"] == self.digest
+
+    def write(self) -> None:
+        atomic_write_json(self.path, {"digest": self.digest})
+
+
+def pretrain(params: dict[str, Any]) -> None:
+    """Source model and tickets (the notebook caches everything it trains)."""
+    study, settings = params["study"], params.get("pretrain")
+    stamp = Stamp(study, "pretrain", settings)
+    if not settings or stamp.fresh:
+        return
+    levels = pretrain_levels(settings)
+    print(
+        f"[sweep] pretraining the source model and {levels} IMP levels ({study}; "
+        f"estimated {console.duration(console.pretrain_prior_seconds(settings))})",
+        flush=True,
+    )
+    start = time.perf_counter()
+    with console.LevelWatcher(pretrain_folder(settings), levels):
+        execute_notebook(
+            "pretrain_source.ipynb", results.study_dir(study) / "pretrain.ipynb", settings
+        )
+    print(f"[sweep] pretraining done in {console.duration(time.perf_counter() - start)}")
+    stamp.write()
+
+
+def pretrain_levels(settings: dict[str, Any]) -> int:
+    """IMP levels the pretrain stage trains: states 0..max_state and the random controls."""
+    from lib.models.pretrain import SourceConfig
+
+    cfg = SourceConfig(**settings)
+    return cfg.max_state + 1 + len(cfg.random_states)
+
+
+def pretrain_folder(settings: dict[str, Any]) -> Path:
+    """Where the pretrain notebook writes its checkpoints and per-level reports."""
+    from lib.models.pretrain import SourceConfig
+
+    return SourceConfig(**settings).output_path
+
+
+def report(study: str) -> Path | None:
+    """Execute the report notebook over all records and export it to HTML (its path; None
+    without records). Unchanged records and code: the existing report is kept."""
+    records = sorted((results.study_dir(study) / "records").glob("*.json"))
+    output = results.study_dir(study) / "report.ipynb"
+    # Re-rendered when a record or the code drawing it changed (the notebook, lib/).
+    code = [NOTEBOOKS / "report.ipynb", *sorted((project_root() / "lib").rglob("*.py"))]
+    stamp = Stamp(
+        study,
+        "report",
+        {
+            "records": [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in records],
+            "code": hashlib.sha1(b"".join(f.read_bytes() for f in code)).hexdigest(),
+        },
+    )
+    if not records:
+        return None
+    if stamp.fresh and output.with_suffix(".html").is_file():
+        return output.with_suffix(".html")
+    print(f"[sweep] report over {len(records)} records", flush=True)
+    start = time.perf_counter()
+    execute_notebook("report.ipynb", output, {"study": study})
+    html = export_html(output)
+    stamp.write()
+    print(f"[sweep] report written in {console.duration(time.perf_counter() - start)}: {html}")
+    return html
+
+
+def export_html(notebook: Path) -> Path:
+    """The executed notebook as a document: outputs only, no code cells or prompts."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True)
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    return atomic_write_text(notebook.with_suffix(".html"), body)
