@@ -129,10 +129,10 @@ class Figures:
         import matplotlib.pyplot as plt
         from IPython.display import Markdown, display
 
-        from lib.report import plots
+        from lib.report.figures import save
 
         fig = getattr(fig, "figure", fig)  # a seaborn grid or a figure
-        plots.save(fig, self.folder, name)
+        save(fig, self.folder, name)
         self.number += 1
         text = f"**Figure {self.number}** (`figures/{name}.png`). {caption}"
         display(fig)
