@@ -15,15 +15,6 @@ import yaml
 
 from lib.core import paths
 from lib.study.config import METHODS, ExperimentConfig, check_fields
-from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep's names stay importable
-    KERNEL,
-    NOTEBOOKS,
-    Execution,
-    Outcome,
-    SweepInterrupted,
-    execute_notebook,
-    run_execution,
-)
 
 TOP_LEVEL_KEYS = (
     "study",

@@ -15,15 +15,7 @@ from typing import Any
 
 from lib.core.utils import atomic_write_json, atomic_write_text, project_root
 from lib.study import console, results
-from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep's names stay importable
-    KERNEL,
-    NOTEBOOKS,
-    Execution,
-    Outcome,
-    SweepInterrupted,
-    execute_notebook,
-    run_execution,
-)
+from lib.study.executions import NOTEBOOKS, execute_notebook
 
 
 class Stamp:
