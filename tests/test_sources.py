@@ -94,8 +94,9 @@ def _network_comparisons(path: Path) -> list[int]:
 
 
 def test_network_is_compared_in_the_sources_module_only() -> None:
-    found = {p.name: _network_comparisons(p) for p in LIB.glob("*.py")}
-    assert {name for name, lines in found.items() if lines} <= {"sources.py"}, found
+    found = {str(p.relative_to(LIB)): _network_comparisons(p) for p in LIB.rglob("*.py")}
+    assert "models/sources.py" in found
+    assert {name for name, lines in found.items() if lines} <= {"models/sources.py"}, found
 
 
 def _mask_multiplications(path: Path) -> list[str]:
@@ -115,12 +116,16 @@ def _mask_multiplications(path: Path) -> list[str]:
 
 
 def test_one_function_applies_masks() -> None:
-    found = {p.name: _mask_multiplications(p) for p in LIB.glob("*.py")}
+    found = {str(p.relative_to(LIB)): _mask_multiplications(p) for p in LIB.rglob("*.py")}
     appliers = {(name, fn) for name, fns in found.items() for fn in fns}
     # the prompts multiply their learnable border by its (fixed) region, not a weight mask;
     # prune._count multiplies a fraction by the mask's count of surviving weights
-    appliers -= {("prompt.py", "forward"), ("prompt.py", "pattern"), ("prune.py", "_count")}
-    assert appliers == {("masks.py", "apply_mask")}
+    appliers -= {
+        ("adapt/prompt.py", "forward"),
+        ("adapt/prompt.py", "pattern"),
+        ("models/prune.py", "_count"),
+    }
+    assert appliers == {("models/masks.py", "apply_mask")}
 
 
 def test_apply_mask_checks_then_zeroes_a_model_or_a_state_dict() -> None:
