@@ -13,6 +13,7 @@ from lib.study.findings import (
     hierarchical_mean,
     mapping_quality,
     metric_robustness,
+    paper_metric_margin,
     paper_vp,
     robustness_statement,
     verdict,
@@ -294,3 +295,17 @@ def test_drop_by_state_pairs_each_state_with_dense_and_reads_the_source_curve():
     vp = table[(table["method"] == "VP") & (table["n_shot"] == -1) & (table["dataset"] == "a")]
     assert vp["state"].tolist() == [8] and vp["effect"].iloc[0] == pytest.approx(0.1, abs=0.02)
     assert table["source_drop"].iloc[0] == pytest.approx(0.08)
+
+
+def test_the_paper_metric_is_judged_on_its_own_scale():
+    """The ECE margin converted by the ratio of the paper's metric to the ECE on dense runs:
+    0.01 would be twice the whole dense value here. The tickets never set it."""
+    df = _frame(0.0, 0.0, 0.0, noise=0.0005)
+    df.loc[df["network"] == "dense", "test_ece"] = 0.1
+    df.loc[df["network"] == "dense", "test_seed_ece"] = 0.005  # the dense ratio: 1/20
+    assert paper_metric_margin(df, "lp") == pytest.approx(0.01 / 20)
+    df.loc[df["network"] == "ticket", "test_ece"] = 5.0
+    assert paper_metric_margin(df, "lp") == pytest.approx(0.01 / 20)
+    table = findings(df).set_index("finding")
+    row = table.loc["sparse tickets are worse calibrated (LP, paper's metric)"]
+    assert row["margin"] == pytest.approx(0.0005)

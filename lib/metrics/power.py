@@ -48,7 +48,7 @@ def verdict(low: float, high: float, margin: float | None = None) -> str:
     if high < 0:
         return "contradicted"
     if margin is not None and -margin < low and high < margin:
-        return f"no effect larger than ±{margin:g}"
+        return f"no effect larger than ±{margin:.2g}"
     return "inconclusive"
 
 
