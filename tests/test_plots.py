@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from lib.report import plots  # noqa: E402
 
@@ -63,4 +64,36 @@ def test_networks_figure_names_slots_without_runs():
     said = [(ax.get_title(), [t.get_text() for t in ax.texts]) for ax in fig.axes if ax.texts]
     assert [texts for _, texts in said] == [["no matched runs"]] * 2  # VP, both metrics
     assert all(title.startswith("VP") for title, _ in said)
+    plt.close(fig)
+
+
+def test_findings_forest_puts_every_finding_in_units_of_its_margin():
+    table = pd.DataFrame(
+        [
+            {
+                "finding": "accuracy",
+                "effect": 0.06,
+                "low": 0.03,
+                "high": 0.09,
+                "margin": 0.03,
+                "verdict": "supported",
+                "state": 12,
+            },
+            {
+                "finding": "paper metric",
+                "effect": -0.0002,
+                "low": -0.0004,
+                "high": 0.0,
+                "margin": 0.0004,
+                "verdict": "no effect larger than ±0.0004",
+                "state": 12,
+            },
+        ]
+    )
+    fig = plots.findings_forest(table)
+    points = [bars.lines[0].get_xdata()[0] for bars in fig.axes[0].containers]
+    assert points == pytest.approx([2.0, -0.5])  # effect / margin, not the raw effect
+    right = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert right[0].startswith("supported\n+0.060 [+0.030, +0.090]")
+    assert right[1].startswith("no effect larger than ±0.0004\n-0.00020 [-0.00040, +0.00000]")
     plt.close(fig)
