@@ -150,6 +150,7 @@ def test_ship_adds_sources_to_a_release_a_few_at_a_time(tmp_path, tickets):
     work, full = _release(tmp_path, tickets)
     root = tmp_path / "lean"
     ship(work, root, [0], "test-v1", states=[0, 2])
+    shutil.rmtree(work / "seed0")  # a machine that trained only the new source
     manifest = json.loads(ship(work, root, [1], "test-v1", states=[0, 2]).read_text())
     assert manifest["seeds"] == [0, 1] and set(manifest["regime_checks"]) == {"0", "1"}
     assert {t["source_seed"] for t in manifest["tickets"]} == {0, 1}

@@ -235,7 +235,8 @@ def ship(
     """Copy the release out of a training folder: per seed the ticket files of `states`
     (default every state), the random controls and the recipe, then the manifest (regime
     checks and source curve from every trained state). Seeds the release already ships and
-    `seeds` leaves out are kept (verified first), so sources can be added a few at a time;
+    `seeds` leaves out are kept (verified first, their training folders need not exist), so
+    sources can be added a few at a time, on another machine too;
     an interrupted ship is simply run again."""
     import shutil
 
@@ -243,13 +244,14 @@ def ship(
     if work.resolve() == root.resolve():
         raise TicketError(f"ship copies from a training folder into another; got {root} twice")
     manifest = build_manifest(work, seeds, version, states)
+    new_files = list(manifest["files"])  # kept seeds' files are in root, maybe not in work
     if (root / MANIFEST).is_file():
         old = verify(root)
         if old["version"] != version or old["recipe"] != manifest["recipe"]:
             raise TicketError(f"{root} holds release {old['version']} of another recipe")
         kept = [s for s in old["seeds"] if s not in seeds]
         manifest = _merged(old, manifest, kept)
-    for rel in manifest["files"]:
+    for rel in new_files:
         target = root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(work / rel, target)
