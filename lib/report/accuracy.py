@@ -69,26 +69,31 @@ def versus_sparsity(df: pd.DataFrame, metric: str, label: str, chance: bool = Fa
     return fig
 
 
-def paired_effects(df: pd.DataFrame, metric: str, label: str) -> plt.Figure:
+def paired_effects(
+    df: pd.DataFrame, metric: str, label: str, state: int | None = None
+) -> plt.Figure:
     """The direct answer to "does sparsity hurt?": per dataset (panels) and n-shot (x), the
-    paired difference sparsest ticket - dense (same dataset, n-shot, transfer seed, source
+    paired difference ticket at `state` - dense (same dataset, n-shot, transfer seed, source
     model), LP and VP side by side, mean and 95% hierarchical-bootstrap interval
-    (lib.study.findings.hierarchical_mean); the number of pairs under each point."""
-    from lib.study.findings import dense_vs_ticket, ticket_states
+    (lib.study.findings.hierarchical_mean); the number of pairs under each point. `state`:
+    default the findings' (lib.study.findings.findings_state), else each method's sparsest."""
+    from lib.study.findings import dense_vs_ticket, findings_state, ticket_states
 
+    state = findings_state(df) if state is None else state
     rows = []
     for method in ("lp", "vp"):
-        if not ticket_states(df, method):
+        states = ticket_states(df, method)
+        if not states or (state is not None and state not in states):
             continue
-        diffs = dense_vs_ticket(df, method, metric)
-        state = max(ticket_states(df, method))
+        at = max(states) if state is None else state
+        diffs = dense_vs_ticket(df, method, metric, at)
         for (dataset, n_shot), values in diffs.groupby(level=["dataset", "n_shot"]):
             rows.append(
                 {
                     "dataset": dataset,
                     "n_shot": n_shot,
                     "method": method,
-                    "state": state,
+                    "state": at,
                     **hierarchical_mean(values),
                 }
             )

@@ -18,10 +18,12 @@ from lib.study.console import shots_label
 from lib.study.findings import CALIBRATION_METRICS
 
 
-def reliability_pair(records: list[dict[str, Any]], dataset: str) -> plt.Figure:
-    """Reliability diagrams of dense vs the sparsest ticket, LP and VP: one run each, full
-    data (else the most shots), the lowest transfer seed and source model present in all
-    panels; each panel's title names its run."""
+def reliability_pair(
+    records: list[dict[str, Any]], dataset: str, state: int | None = None
+) -> plt.Figure:
+    """Reliability diagrams of dense vs the ticket at `state` (default the sparsest), LP and
+    VP: one run each, full data (else the most shots), the lowest transfer seed and source
+    model present in all panels; each panel's title names its run."""
     pick = [
         r
         for r in records
@@ -30,7 +32,7 @@ def reliability_pair(records: list[dict[str, Any]], dataset: str) -> plt.Figure:
     shots = [r["params"]["n_shot"] for r in pick]
     n_shot = -1 if -1 in shots else max(shots, default=-1)
     pick = [r for r in pick if r["params"]["n_shot"] == n_shot]
-    sparsest = max((r["params"]["sparsity"] for r in pick), default=0)
+    sparsest = max((r["params"]["sparsity"] for r in pick), default=0) if state is None else state
 
     def first(method: str, state: int) -> dict[str, Any] | None:
         match = [
@@ -59,7 +61,9 @@ def reliability_pair(records: list[dict[str, Any]], dataset: str) -> plt.Figure:
                     f"seed {p['seed']}, source {p.get('source_seed', 0)}\n" + calibration_title(m)
                 ),
             )
-    fig.suptitle(f"{dataset}, {shots_label(n_shot)}: dense vs sparsest ticket (one run each)")
+    fig.suptitle(
+        f"{dataset}, {shots_label(n_shot)}: dense vs the state-{sparsest} ticket (one run each)"
+    )
     fig.tight_layout()
     return fig
 

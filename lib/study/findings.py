@@ -246,16 +246,18 @@ def _fewest_minus_full(gap: pd.Series) -> pd.Series:
 
 
 def metric_robustness(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
-    """The calibration findings under every calibration metric the frame has: one row per
-    (method, metric) with effect, interval and verdict, and whether the verdicts agree."""
+    """The calibration findings (at findings_state) under every calibration metric the frame
+    has: one row per (method, metric) with effect, interval and verdict, and whether the
+    verdicts agree."""
     df = with_source(df)
+    state = findings_state(df)
     rows = []
     for method in ("lp", "vp"):
         for metric, name in CALIBRATION_METRICS.items():
             for ts, column in (("before", f"test_{metric}"), ("after", f"test_ts_{metric}")):
                 if column not in df:
                     continue
-                est = hierarchical_mean(dense_vs_ticket(df, method, column), n)
+                est = hierarchical_mean(dense_vs_ticket(df, method, column, state), n)
                 rows.append(
                     {
                         "method": METHOD_NAMES[method],
