@@ -43,3 +43,12 @@ def test_summary_flags_optimistic_runs():
     text = summary(TABLE, _runs(["test", "val", "test"], [None] * 3), "ece", "s")
     assert "**2 of 3 runs are optimistic**" in text
     assert "Ran on" not in text  # records from before the CPU was recorded
+
+
+def test_effects_are_printed_to_the_digit_after_their_margin():
+    from lib.report.summary import signed
+
+    assert signed(-0.0406, 0.03) == "-0.041"  # at least three decimals
+    assert signed(-0.00069, 0.0018) == "-0.0007"  # not -0.001: the margin's scale
+    assert signed(9.1e-05, 0.0018) == "+0.0001"  # not +9.1e-05 beside -0.0007
+    assert signed(float("nan"), 0.01) == "n/a"

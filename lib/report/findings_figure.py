@@ -3,9 +3,13 @@ verdict."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from lib.report.summary import signed
 
 VERDICT_COLORS = {
     "supported": "tab:green",
@@ -39,8 +43,7 @@ def findings_forest(table: pd.DataFrame) -> plt.Figure:
         ax.errorbar(
             row["effect"] / scale, y, xerr=[[low], [high]], fmt="o", color=colors[-1], capsize=3
         )
-        digits = max(3, 1 - int(np.floor(np.log10(scale))))  # the margin's last digit and one
-        number = f"{{:+.{digits}f}}".format
+        number = partial(signed, margin=scale)
         labels.append(
             f"{row['verdict']}\n{number(row['effect'])} [{number(row['low'])}, "
             f"{number(row['high'])}], width {row['high'] - row['low']:.2g}, margin {margin:.2g}"

@@ -8,6 +8,7 @@ figure pools, over how many runs, and which error it draws, the verdict words.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ VERDICTS = {
     "contradicted": "the whole 95% interval lies on the other side of 0: the study measured "
     "the opposite of the paper's claim",
     "no effect larger than ±m": "the interval holds 0 but lies inside the equivalence margin "
-    "±m (0.03 for accuracy gaps, 0.01 for ECE differences): any effect there is smaller than "
-    "the margin",
+    "±m (0.03 for accuracy gaps, 0.01 for ECE differences, and 0.01 on the paper's metric's "
+    "own scale: times its ratio to the binned ECE on the dense runs): any effect there is "
+    "smaller than the margin",
     "inconclusive": "the interval holds 0 and reaches past the margin: this study can "
     "neither confirm the claim nor bound it; the table says how many source models a "
     "decisive verdict would need",
@@ -32,11 +34,13 @@ def verdict_definitions() -> str:
     return "\n".join(f"- **{word}**: {meaning}." for word, meaning in VERDICTS.items())
 
 
-def _signed(x: float) -> str:
-    """+0.012; small effects keep their digits (+3.1e-05, not -0.000)."""
+def signed(x: float, margin: float = 0.01) -> str:
+    """A signed effect to the digit after its margin's last (at least 3 decimals), so that an
+    effect, its interval and its margin read alike: +0.012 (margin 0.01), -0.0007 (0.0018)."""
     if pd.isna(x):
         return "n/a"
-    return f"{x:+.3f}" if x == 0 or abs(x) >= 0.001 else f"{x:+.1e}"
+    scale = margin if pd.notna(margin) and margin > 0 else 0.01
+    return f"{x:+.{max(3, 1 - math.floor(math.log10(scale)))}f}"
 
 
 def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> str:
@@ -62,9 +66,10 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
         "|---|---|---|---|---|",
     ]
     for _, row in table.iterrows():
+        margin = row.get("margin", 0.01)
         effect = (
-            f"{row['measure']} = {_signed(row['effect'])} "
-            f"[{_signed(row['low'])}, {_signed(row['high'])}]"
+            f"{row['measure']} = {signed(row['effect'], margin)} "
+            f"[{signed(row['low'], margin)}, {signed(row['high'], margin)}]"
             if pd.notna(row["effect"])
             else "—"
         )
