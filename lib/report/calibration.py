@@ -32,11 +32,14 @@ def reliability_pair(
     shots = [r["params"]["n_shot"] for r in pick]
     n_shot = -1 if -1 in shots else max(shots, default=-1)
     pick = [r for r in pick if r["params"]["n_shot"] == n_shot]
-    sparsest = max((r["params"]["sparsity"] for r in pick), default=0) if state is None else state
+    if state is None:
+        state = max((r["params"]["sparsity"] for r in pick), default=0)
 
-    def first(method: str, state: int) -> dict[str, Any] | None:
+    def first(method: str, sparsity: int) -> dict[str, Any] | None:
         match = [
-            r for r in pick if r["params"]["method"] == method and r["params"]["sparsity"] == state
+            r
+            for r in pick
+            if r["params"]["method"] == method and r["params"]["sparsity"] == sparsity
         ]
         return min(
             match,
@@ -46,8 +49,8 @@ def reliability_pair(
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 9.5))
     for i, method in enumerate(("lp", "vp")):
-        for j, state in enumerate((0, sparsest)):
-            record = first(method, state)
+        for j, sparsity in enumerate((0, state)):
+            record = first(method, sparsity)
             if record is None:
                 axes[i, j].set_axis_off()
                 continue
@@ -57,12 +60,12 @@ def reliability_pair(
                 record,
                 axes[i, j],
                 title=(
-                    f"{METHOD_NAMES[method]}, {100 * (1 - kept_fraction(state)):.0f}% sparse, "
+                    f"{METHOD_NAMES[method]}, {100 * (1 - kept_fraction(sparsity)):.0f}% sparse, "
                     f"seed {p['seed']}, source {p.get('source_seed', 0)}\n" + calibration_title(m)
                 ),
             )
     fig.suptitle(
-        f"{dataset}, {shots_label(n_shot)}: dense vs the state-{sparsest} ticket (one run each)"
+        f"{dataset}, {shots_label(n_shot)}: dense vs the state-{state} ticket (one run each)"
     )
     fig.tight_layout()
     return fig
