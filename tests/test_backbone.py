@@ -230,8 +230,14 @@ def test_mask_save_load_and_report(tmp_path) -> None:
     mask = Mask.ones_like(model)
     mask["fc.weight"] = torch.zeros_like(mask["fc.weight"])
     path = mask.save(tmp_path / "m_mask.pth", prefix="model.")
-    assert all(k.startswith("model.") for k in torch.load(path, weights_only=True))
+    raw = torch.load(path, weights_only=True)
+    assert all(k.startswith("model.") for k in raw)
+    # stored as bool (a quarter of float32's bytes); the paper's `mask * weight` still works
+    assert {v.dtype for v in raw.values()} == {torch.bool}
+    weight = model.state_dict()["fc.weight"]
+    assert torch.equal(raw["model.fc.weight"] * weight, torch.zeros_like(weight))
     loaded = Mask.load(path)
+    assert all(v.dtype == torch.float32 for v in loaded.values())
     assert set(loaded) == set(mask) and loaded.sparsity == pytest.approx(mask.sparsity)
     report = (tmp_path / "m_mask.sparsity.json").read_text()
     assert '"sparsity"' in report and "fc.weight" in report

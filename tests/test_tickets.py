@@ -15,6 +15,8 @@ from lib.study.tickets import (
     verify,
 )
 
+TICKETS_CAP_BYTES = 60_000_000  # issue 27: the repository's tickets in all
+
 
 def _report(kind, state, acc):
     return {"kind": kind, "state": state, "test_accuracy": acc, "sparsity": 1 - 0.8**state}
@@ -183,3 +185,18 @@ def test_every_shipped_release_verifies_and_holds_what_its_studies_read():
                 assert key in shipped, f"{params_file.name}: {key} not shipped"
             else:
                 assert (config.source_seed, "dyn4", 0) in shipped, params_file.name
+
+
+def test_shipped_tickets_stay_under_the_repository_cap():
+    """Every shipped release together (files on disk, manifests included) under 60 MB
+    (issue 27), and its masks stored as bool, a quarter of float32's bytes."""
+    import torch
+
+    from lib.core.utils import resolve_path
+
+    files = [p for p in resolve_path("tickets").rglob("*") if p.is_file()]
+    total = sum(p.stat().st_size for p in files)
+    assert total < TICKETS_CAP_BYTES, f"tickets/ holds {total / 1e6:.1f} MB (cap 60 MB)"
+    for path in (p for p in files if p.name.endswith("_mask.pth")):
+        dtypes = {v.dtype for v in torch.load(path, weights_only=True).values()}
+        assert dtypes == {torch.bool}, f"{path}: mask stored as {dtypes}"
