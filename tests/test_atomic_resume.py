@@ -136,6 +136,41 @@ def test_killed_sweep_resumes_exactly_the_missing_runs(outputs, tickets, tmp_pat
     assert all(json.loads(data)["run_key"] for _, data in after.values())
     assert len(results.read_records("kill")) == 6
 
+    # a narrower grid sets the other records aside (the report reads the grid only) and a
+    # wider one brings them back without running them again
+    narrow = tmp_path / "narrow.yaml"
+    narrow.write_text(yaml.safe_dump({**params, "grid": params["grid"][:1]}))
+    for grid, kept, line in [
+        (narrow, 3, "3 records of runs outside"),
+        (path, 6, "3 records brought back"),
+    ]:
+        again = subprocess.run(
+            [*command[:3], str(grid), "--no-report"],
+            cwd=project_root(),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+        assert again.returncode == 0 and line in again.stdout, again.stdout + again.stderr
+        assert len(results.read_records("kill")) == kept
+        assert len(pd.read_csv(outputs / "kill" / "results.csv")) == kept
+    assert _snapshot(records) == after  # brought back untouched, nothing run again
+
+
+def test_set_aside_moves_records_outside_the_grid_and_back(outputs):
+    records = outputs / "s" / "records"
+    records.mkdir(parents=True)
+    for key in "abc":
+        (records / f"{key}.json").write_text(json.dumps({"run_key": key}))
+    assert results.set_aside("s", {"a", "b"}) == (1, 0)
+    assert sorted(p.stem for p in records.glob("*.json")) == ["a", "b"]
+    assert json.loads((outputs / "s" / "parked" / "c.json").read_text()) == {"run_key": "c"}
+    assert results.set_aside("s", {"a", "b"}) == (0, 0)  # idempotent
+    assert results.set_aside("s", {"c"}) == (2, 1)
+    assert sorted(p.stem for p in records.glob("*.json")) == ["c"]
+    assert results.set_aside("new", {"a"}) == (0, 0)  # a study without records yet
+
 
 WRITER = """
 import sys, torch

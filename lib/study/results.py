@@ -99,6 +99,20 @@ def record_problem(record: Any, run_key: str) -> str:
     return ""
 
 
+def set_aside(study: str, grid: set[str]) -> tuple[int, int]:
+    """Make records/ hold the runs of `grid` (run keys) only: a record of a run the grid no
+    longer names moves to parked/, never deleted, and a parked record the grid names again
+    moves back instead of running again. So the report and results.csv read what the params
+    file asks for, warm or cold. Returns (records set aside, records brought back)."""
+    records, parked = paths.records_dir(study), study_dir(study) / "parked"
+    out = [p for p in records.glob("*.json") if p.stem not in grid]
+    back = [p for p in parked.glob("*.json") if p.stem in grid]
+    for path, folder in [*((p, parked) for p in out), *((p, records) for p in back)]:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(path, folder / path.name)  # a record run again meanwhile wins over its copy
+    return len(out), len(back)
+
+
 def read_records(study: str) -> list[dict[str, Any]]:
     folder = study_dir(study) / "records"
     return [read_record(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []

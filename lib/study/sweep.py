@@ -275,6 +275,16 @@ def _clean_leftovers(executions: list[Execution]) -> None:
         paths.running_notebook(e.output).unlink(missing_ok=True)
 
 
+def _keep_to_grid(study: str, configs: list[ExperimentConfig]) -> None:
+    """Records of runs the params file no longer names are set aside (results.set_aside)."""
+    out, back = results.set_aside(study, {c.run_key for c in configs})
+    parked = paths.study_dir(study) / "parked"
+    if out:
+        print(f"[sweep] {out} records of runs outside this grid set aside in {parked}")
+    if back:
+        print(f"[sweep] {back} records brought back from {parked}: not run again")
+
+
 def summarize(outcomes: list[Outcome], out: Callable[[str], None] = print) -> None:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     line = f"[sweep] {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
@@ -375,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with study_lock(params["study"], argv):
                 _clean_leftovers(executions)
+                _keep_to_grid(params["study"], configs)
                 return _run(params, configs, executions, args, backend_args)
         except SweepInterrupted as stopped:
             if args.backend == "local":  # Slurm tasks keep running (lib.study.slurm says so)
