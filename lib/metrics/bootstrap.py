@@ -6,8 +6,8 @@
 
 A resample is the number of times each row is drawn, so any weighted statistic is a matrix
 product and thousands of resamples cost one. lib.metrics.calibration.bootstrap_interval (ordinary
-bootstrap of test samples) and lib.study.findings (source models, then transfer seeds within them)
-both draw their resamples here.
+bootstrap of test samples) and lib.study.findings (source models, each with all its pairs) both
+draw their resamples here.
 """
 
 from __future__ import annotations

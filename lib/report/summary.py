@@ -59,8 +59,8 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
         "Each finding compares a lottery ticket (its state below the table) with the dense "
         "source on paired runs (same dataset, n-shot, transfer seed and source model). "
         "Effect: mean paired difference, signed so that > 0 is the paper's direction; "
-        "interval: 95%, hierarchical bootstrap over "
-        f"source models, then transfer seeds. Calibration on `{chosen}` (chosen below).",
+        "interval: 95%, bootstrap over "
+        f"source models, each with all its pairs. Calibration on `{chosen}` (chosen below).",
         "",
         "| the paper's claim | this study: effect [95% interval] | width | pairs | verdict |",
         "|---|---|---|---|---|",
