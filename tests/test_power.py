@@ -14,8 +14,10 @@ from lib.metrics.power import expected_width, needed, variance_components, verdi
     ("low", "high", "word"),
     [
         (0.01, 0.20, "supported"),
-        (0.005, 0.02, "supported"),  # a real effect smaller than the margin is still one
+        # a real effect smaller than the margin is still one, and says it is negligible
+        (0.005, 0.02, "supported, smaller than ±0.03"),
         (-0.20, -0.01, "contradicted"),
+        (-0.02, -0.01, "contradicted, smaller than ±0.03"),
         (-0.02, 0.025, "no effect larger than ±0.03"),
         (-0.02, 0.04, "inconclusive"),  # holds 0 and reaches past the margin
         (-0.03, 0.01, "inconclusive"),  # touching the margin is not inside it
@@ -30,6 +32,8 @@ def test_without_a_margin_nothing_is_equivalent():
     assert verdict(-0.001, 0.001) == "inconclusive"
     assert verdict_kind(verdict(-0.001, 0.001, 0.01)) == "equivalent"
     assert verdict_kind("supported") == "supported"
+    assert verdict_kind(verdict(-0.02, -0.01, 0.03)) == "contradicted"
+    assert verdict(-0.02, -0.01) == "contradicted"
 
 
 def _sample(sources, seeds, source_sd, seed_sd, residual_sd, cell_effects, rng):

@@ -6,7 +6,8 @@
     needed(parts, width=0.08)                     # source models for a 95% interval 0.08 wide
 
 Verdicts: "supported" / "contradicted" when the whole 95% interval lies on the paper's side
-of 0 / on the other; "no effect larger than ±m" when it holds 0 but lies inside ±m (the
+of 0 / on the other (", smaller than ±m" added when it also lies inside ±m: a real effect,
+but a negligible one); "no effect larger than ±m" when it holds 0 but lies inside ±m (the
 equivalence margin: an effect that small is below what the paper reports and below what
 the study's design can resolve, see MARGINS); "inconclusive" otherwise.
 
@@ -43,19 +44,19 @@ def verdict(low: float, high: float, margin: float | None = None) -> str:
     """From a 95% interval of an effect whose paper direction is positive (see module)."""
     if not (np.isfinite(low) and np.isfinite(high)):
         return "no data"
-    if low > 0:
-        return "supported"
-    if high < 0:
-        return "contradicted"
-    if margin is not None and -margin < low and high < margin:
-        return f"no effect larger than ±{margin:.2g}"
-    return "inconclusive"
+    inside = margin is not None and -margin < low and high < margin
+    if low > 0 or high < 0:  # a real effect; one inside the margin says so too
+        word = "supported" if low > 0 else "contradicted"
+        return f"{word}, smaller than ±{margin:.2g}" if inside else word
+    return f"no effect larger than ±{margin:.2g}" if inside else "inconclusive"
 
 
 def verdict_kind(word: str) -> str:
     """'supported', 'contradicted', 'equivalent', 'inconclusive' or 'no data' of a verdict
-    word (the equivalence verdict carries its margin)."""
-    return "equivalent" if word.startswith("no effect larger than") else word
+    word (the equivalence verdict and a decided effect inside the margin carry the margin)."""
+    if word.startswith("no effect larger than"):
+        return "equivalent"
+    return word.split(",")[0]
 
 
 def _index(values: pd.Series, key: str, default) -> np.ndarray:

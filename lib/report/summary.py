@@ -18,6 +18,8 @@ VERDICTS = {
     "supported": "the whole 95% interval of the effect lies on the paper's side of 0",
     "contradicted": "the whole 95% interval lies on the other side of 0: the study measured "
     "the opposite of the paper's claim",
+    "…, smaller than ±m": "after supported or contradicted: the interval also lies inside the "
+    "equivalence margin ±m, so the effect is real but negligible",
     "no effect larger than ±m": "the interval holds 0 but lies inside the equivalence margin "
     "±m (0.03 for accuracy gaps, 0.01 for ECE differences, and 0.01 on the paper's metric's "
     "own scale: times its ratio to the binned ECE on the dense runs): any effect there is "

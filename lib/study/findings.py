@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from lib.metrics.bootstrap import interval, resample_counts
-from lib.metrics.power import MARGINS, needed, variance_components, verdict
+from lib.metrics.power import MARGINS, needed, variance_components, verdict, verdict_kind
 from lib.study.console import shots_order
 
 PAIR_KEYS = ["dataset", "n_shot", "seed", "source_seed"]
@@ -438,7 +438,7 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
                 row["verdict"] = {
                     "supported": "closes the gap",
                     "contradicted": "widens the gap",
-                }.get(v, v)
+                }.get(verdict_kind(v), v)
             runs = d[(d["mapping"] == mapping) & (d["prompt"] == prompt)]
             if "converged" in runs and runs["converged"].notna().any():
                 row["converged_share"] = runs["converged"].dropna().astype(bool).mean()
