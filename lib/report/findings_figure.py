@@ -46,7 +46,7 @@ def findings_forest(table: pd.DataFrame) -> plt.Figure:
         number = partial(signed, margin=scale)
         labels.append(
             f"{row['verdict']}\n{number(row['effect'])} [{number(row['low'])}, "
-            f"{number(row['high'])}], width {row['high'] - row['low']:.2g}, margin {margin:.2g}"
+            f"{number(row['high'])}], width {row['high'] - row['low']:#.2g}, margin {margin:#.2g}"
         )
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(table)), table["finding"])
