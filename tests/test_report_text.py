@@ -52,3 +52,11 @@ def test_effects_are_printed_to_the_digit_after_their_margin():
     assert signed(-0.00069, 0.0018) == "-0.0007"  # not -0.001: the margin's scale
     assert signed(9.1e-05, 0.0018) == "+0.0001"  # not +9.1e-05 beside -0.0007
     assert signed(float("nan"), 0.01) == "n/a"
+
+
+def test_pooled_names_the_seeds_of_each_method_where_they_differ():
+    from lib.report.summary import pooled
+
+    runs = pd.DataFrame({"method": ["lp", "lp", "vp"], "seed": [1, 2, 1], "source_seed": [0] * 3})
+    assert pooled(runs) == "2 (LP) / 1 (VP) transfer seed(s) x 1 source model(s)"
+    assert pooled(runs[runs["method"] == "lp"]) == "2 transfer seed(s) x 1 source model(s)"

@@ -159,7 +159,7 @@ def expected_width(
     """Expected width of the findings' interval with `sources` source models and `seeds`
     transfer seeds each (default: as measured), the measured cells per run: twice a
     t(sources - 1) quantile of the mean's standard error, as lib.metrics.bootstrap.expansion widens
-    the hierarchical bootstrap to."""
+    the source-model bootstrap to."""
     from scipy.stats import t
 
     if sources < 2:

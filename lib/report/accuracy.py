@@ -74,7 +74,7 @@ def paired_effects(
 ) -> plt.Figure:
     """The direct answer to "does sparsity hurt?": per dataset (panels) and n-shot (x), the
     paired difference ticket at `state` - dense (same dataset, n-shot, transfer seed, source
-    model), LP and VP side by side, mean and 95% hierarchical-bootstrap interval
+    model), LP and VP side by side, mean and 95% source-model bootstrap interval
     (lib.study.findings.hierarchical_mean); the number of pairs under each point. `state`:
     default the findings' (lib.study.findings.findings_state), else each method's sparsest."""
     from lib.study.findings import dense_vs_ticket, findings_state, ticket_states

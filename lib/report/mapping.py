@@ -56,7 +56,7 @@ def mapping_heatmaps(
 
 def own_class(df: pd.DataFrame) -> plt.Figure:
     """Fraction of target classes mapped to the source glyph of the same name, with its 95%
-    hierarchical-bootstrap interval (lib.study.findings.mapping_quality; n-shots pooled)."""
+    source-model bootstrap interval (lib.study.findings.mapping_quality; n-shots pooled)."""
     table = mapping_quality(df)
     table = table[table["network"].isin(["dense", "ticket"])] if not table.empty else table
     fig, ax = plt.subplots(figsize=(6, 3.5))

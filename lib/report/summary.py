@@ -118,8 +118,13 @@ def per_point(df: pd.DataFrame, keys: list[str]) -> str:
 
 
 def pooled(df: pd.DataFrame) -> str:
-    """What a point pools: transfer seeds and source models, as the frame has them."""
-    seeds = df["seed"].nunique() if "seed" in df else 1
+    """What a point pools: transfer seeds (per method where they differ, e.g. "2 (LP) / 1
+    (VP)") and source models, as the frame has them."""
+    seeds = str(df["seed"].nunique()) if "seed" in df else "1"
+    if "seed" in df and "method" in df:
+        per = df.groupby("method")["seed"].nunique()
+        if per.nunique() > 1:
+            seeds = " / ".join(f"{n} ({m.upper()})" for m, n in per.items())
     sources = df["source_seed"].nunique() if "source_seed" in df else 1
     return f"{seeds} transfer seed(s) x {sources} source model(s)"
 

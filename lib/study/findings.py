@@ -141,7 +141,7 @@ def findings(
 ) -> pd.DataFrame:
     """One row per finding: claim, measure, the ticket state compared with dense (default
     findings_state), effect (mean paired difference, paper's direction positive), its 95%
-    hierarchical-bootstrap interval and width, pairs, source models, the equivalence margin
+    source-model bootstrap interval and width, pairs, source models, the equivalence margin
     and the verdict (lib.metrics.power.verdict), the variance components of the paired differences
     (sd_source / sd_seed / sd_residual / sd_cell and the shares of the mean's variance,
     lib.metrics.power.variance_components) and the source models a decisive verdict would need.
@@ -378,7 +378,7 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
 
     Per n-shot and VP variant (VP_VARIANTS): dense and ticket test accuracy, the sparsity gap
     (dense - sparsest ticket, paired on dataset, n-shot, seed and source model) with its
-    hierarchical-bootstrap 95% interval, and for the non-baseline variants the gap closed
+    source-model bootstrap 95% interval, and for the non-baseline variants the gap closed
     (ILM-expansive gap - the variant's gap, paired; > 0: the variant shrinks the gap) with
     its interval and a verdict: "closes the gap" / "widens the gap" when the interval
     excludes 0, else "inconclusive" ("too few pairs" with a single pair). Also the accuracy
@@ -451,7 +451,7 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
 
 def drop_by_state(df: pd.DataFrame, curve: list[dict] | None = None) -> pd.DataFrame:
     """Accuracy drop (dense - ticket at each state, paired as the findings) per dataset,
-    method and n-shot, with its hierarchical-bootstrap 95% interval; with the manifest's
+    method and n-shot, with its source-model bootstrap 95% interval; with the manifest's
     `source_curve`, the source task's own drop per state (mean over the study's source
     models) in the column `source_drop`: where the source accuracy starts to fall, and
     what transfer does there."""
