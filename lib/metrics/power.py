@@ -51,6 +51,15 @@ def verdict(low: float, high: float, margin: float | None = None) -> str:
     return f"no effect larger than ±{margin:.2g}" if inside else "inconclusive"
 
 
+def signed(x: float, margin: float = 0.01) -> str:
+    """A signed effect to the digit after its margin's last (at least 3 decimals), so that an
+    effect, its interval and its margin read alike: +0.012 (margin 0.01), -0.0007 (0.0018)."""
+    if not np.isfinite(x):
+        return "n/a"
+    scale = margin if np.isfinite(margin) and margin > 0 else 0.01
+    return f"{x:+.{max(3, 1 - math.floor(math.log10(scale)))}f}"
+
+
 def verdict_kind(word: str) -> str:
     """'supported', 'contradicted', 'equivalent', 'inconclusive' or 'no data' of a verdict
     word (the equivalence verdict and a decided effect inside the margin carry the margin)."""

@@ -8,11 +8,12 @@ figure pools, over how many runs, and which error it draws, the verdict words.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from lib.metrics.power import signed  # noqa: F401 - the report's effects, formatted
 
 VERDICTS = {
     "supported": "the whole 95% interval of the effect lies on the paper's side of 0",
@@ -34,15 +35,6 @@ VERDICTS = {
 def verdict_definitions() -> str:
     """The verdict words, one bullet each (Markdown)."""
     return "\n".join(f"- **{word}**: {meaning}." for word, meaning in VERDICTS.items())
-
-
-def signed(x: float, margin: float = 0.01) -> str:
-    """A signed effect to the digit after its margin's last (at least 3 decimals), so that an
-    effect, its interval and its margin read alike: +0.012 (margin 0.01), -0.0007 (0.0018)."""
-    if pd.isna(x):
-        return "n/a"
-    scale = margin if pd.notna(margin) and margin > 0 else 0.01
-    return f"{x:+.{max(3, 1 - math.floor(math.log10(scale)))}f}"
 
 
 def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> str:

@@ -180,7 +180,14 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, calibration_metric: str = "") -> d
 
 
 def _interval(row: pd.Series, side: str) -> str:
-    return f"{row[f'effect {side}']:+.3f} [{row[f'low {side}']:+.3f}, {row[f'high {side}']:+.3f}]"
+    """Effect [low, high] to the digit after the finding's margin (the paper's metric: 4)."""
+    from lib.metrics.power import signed
+
+    e, lo, hi = (
+        signed(row[f"{k} {side}"], row.get(f"margin {side}", 0.01))
+        for k in ("effect", "low", "high")
+    )
+    return f"{e} [{lo}, {hi}]"
 
 
 def report_lines(result: dict[str, Any], name_a: str, name_b: str, top: int = 5) -> list[str]:
