@@ -49,7 +49,7 @@ study: data
 	$(PY) -m lib.sweep params/mini.yaml --workers 2
 
 # The deep tier (issue 27): every shipped source model, three transfer seeds where cheap;
-# narrower intervals than the default tier at about twice its cost (docs/power.md: which
+# narrower intervals than the default tier at about three times its cost (docs/power.md: which
 # tier gives which interval widths).
 study-deep: data
 	$(PY) -m lib.sweep params/deep.yaml --workers 2
@@ -59,8 +59,8 @@ study-deep: data
 study-vp-methods: data
 	$(PY) -m lib.sweep params/vp_methods.yaml --workers 1
 
-# The shipped source models remade from nothing under outputs/tickets/ (ten IMP runs to
-# state 20, ~30 CPU-minutes per source seed on AVX-512, two at a time: ~3 h on 2 cores;
+# The shipped source models remade from nothing under outputs/tickets/ (eighteen IMP runs
+# to state 20, ~25 CPU-minutes per source seed on AVX-512, two at a time: ~4 h on 2 cores;
 # resumable; `.venv/bin/python -m lib.tickets remake tickets/glyphs-v2 --seeds 0` remakes
 # one), compared with the shipped manifest and checked against the mini study's regime.
 tickets: setup
