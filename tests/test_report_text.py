@@ -46,7 +46,7 @@ def test_summary_flags_optimistic_runs():
 
 
 def test_effects_are_printed_to_the_digit_after_their_margin():
-    from lib.report.summary import signed
+    from lib.metrics.power import signed
 
     assert signed(-0.0406, 0.03) == "-0.041"  # at least three decimals
     assert signed(-0.00069, 0.0018) == "-0.0007"  # not -0.001: the margin's scale

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lib.report.summary import signed
+from lib.metrics.power import signed
 
 VERDICT_COLORS = {
     "supported": "tab:green",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from lib.metrics.power import signed  # noqa: F401 - the report's effects, formatted
+from lib.metrics.power import signed
 
 VERDICTS = {
     "supported": "the whole 95% interval of the effect lies on the paper's side of 0",
@@ -71,7 +71,7 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
         if word == "inconclusive" and pd.notna(row.get("sources_needed")):
             word += f" (~{int(row['sources_needed'])} source models needed)"
         width = row["high"] - row["low"]
-        width = f"{width:.3f}" if pd.notna(width) else "—"
+        width = signed(width, margin).lstrip("+") if pd.notna(width) else "—"
         lines.append(f"| {row['finding']} | {effect} | {width} | {row['pairs']} | **{word}** |")
     if "state" in table and table["state"].notna().any():
         lines += ["", f"Ticket state compared with dense: {int(table['state'].dropna().iloc[0])}."]
