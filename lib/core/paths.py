@@ -76,6 +76,11 @@ def records_dir(study: str) -> Path:
     return study_dir(study) / "records"
 
 
+def parked_dir(study: str) -> Path:
+    """Records of runs the study's params file no longer names (lib.study.results.set_aside)."""
+    return study_dir(study) / "parked"
+
+
 def record_path(study: str, run_key: str) -> Path:
     return records_dir(study) / f"{check_name(run_key, 'run key')}.json"
 

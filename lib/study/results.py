@@ -104,7 +104,7 @@ def set_aside(study: str, grid: set[str]) -> tuple[int, int]:
     longer names moves to parked/, never deleted, and a parked record the grid names again
     moves back instead of running again. So the report and results.csv read what the params
     file asks for, warm or cold. Returns (records set aside, records brought back)."""
-    records, parked = paths.records_dir(study), study_dir(study) / "parked"
+    records, parked = paths.records_dir(study), paths.parked_dir(study)
     out = [p for p in records.glob("*.json") if p.stem not in grid]
     back = [p for p in parked.glob("*.json") if p.stem in grid]
     for path, folder in [*((p, parked) for p in out), *((p, records) for p in back)]:
@@ -114,7 +114,7 @@ def set_aside(study: str, grid: set[str]) -> tuple[int, int]:
 
 
 def read_records(study: str) -> list[dict[str, Any]]:
-    folder = study_dir(study) / "records"
+    folder = paths.records_dir(study)
     return [read_record(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 

@@ -278,7 +278,7 @@ def _clean_leftovers(executions: list[Execution]) -> None:
 def _keep_to_grid(study: str, configs: list[ExperimentConfig]) -> None:
     """Records of runs the params file no longer names are set aside (results.set_aside)."""
     out, back = results.set_aside(study, {c.run_key for c in configs})
-    parked = paths.study_dir(study) / "parked"
+    parked = paths.parked_dir(study)
     if out:
         print(f"[sweep] {out} records of runs outside this grid set aside in {parked}")
     if back:
