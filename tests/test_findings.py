@@ -161,7 +161,8 @@ def test_any_subset_of_methods_and_networks(subset):
     for method in ("LP", "VP"):
         claim = f"sparse tickets are worse calibrated ({method}, debiased ECE)"
         expected = has_pairs or subset == f"{method.lower()} only"
-        assert (verdicts[claim] == "supported") == expected, (subset, claim)
+        decided = "no population verdict" if subset == "one source" else "supported"
+        assert verdicts[claim].startswith(decided) == expected, (subset, claim)
         assert (verdicts[claim] == "no data") == (not expected)
     robustness = metric_robustness(frame[pick])
     assert isinstance(robustness_statement(robustness), str)

@@ -51,6 +51,22 @@ def verdict(low: float, high: float, margin: float | None = None) -> str:
     return f"no effect larger than ±{margin:.2g}" if inside else "inconclusive"
 
 
+MIN_SOURCES = 3  # fewer source models: an interval for those sources only, no population verdict
+
+
+def finding_verdict(est: dict[str, float], margin: float) -> str:
+    """verdict() of an estimate (lib.study.findings.hierarchical_mean), or why there is none: one
+    resampled unit gives no interval, and fewer than MIN_SOURCES source models describe those
+    source models only (their interval resamples their transfer seeds), not the population."""
+    if est["pairs"] and est["sources"] <= 1 and est["seeds"] <= 1:
+        return f"too few to resample ({est['pairs']} pair{'s' * (est['pairs'] != 1)})"
+    if 0 < est["sources"] < MIN_SOURCES:
+        k = est["sources"]
+        them = "it" if k == 1 else "them"
+        return f"no population verdict ({k} source model{'s' * (k != 1)}: for {them} only)"
+    return verdict(est["low"], est["high"], margin)
+
+
 def signed(x: float, margin: float = 0.01) -> str:
     """A signed effect to the digit after its margin's last (at least 3 decimals), so that an
     effect, its interval and its margin read alike: +0.012 (margin 0.01), -0.0007 (0.0018)."""

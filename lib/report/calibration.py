@@ -15,7 +15,7 @@ from lib.models.states import kept_fraction
 from lib.report.figures import METHOD_NAMES, legend_entries, lines_vs_sparsity, mark_empty, tidy
 from lib.report.run import calibration_title, reliability
 from lib.study.console import shots_label
-from lib.study.findings import CALIBRATION_METRICS
+from lib.study.findings import CALIBRATION_METRICS, dense_vs_ticket
 
 
 def reliability_pair(
@@ -183,5 +183,41 @@ def bias_of_estimators(rows: list[dict[str, Any]]) -> plt.Figure:
     ax.set(xlabel="synthetic calibration curve", ylabel="mean estimate - true ECE")
     ax.set_title(f"bias of the ECE estimators at {int(data['n'].iloc[0])} test samples")
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    return fig
+
+
+def equal_accuracy(df: pd.DataFrame, metric: str, state: int, method: str = "vp") -> plt.Figure:
+    """Per source model: the mean paired change in `metric` (ticket at `state` - dense)
+    against the mean paired change in accuracy, with the least-squares line whose intercept is
+    the calibration change at equal accuracy (lib.study.adjusted)."""
+    pairs = pd.concat(
+        {
+            "acc": dense_vs_ticket(df, method, "test_accuracy", state),
+            "cal": dense_vs_ticket(df, method, f"test_{metric}", state),
+        },
+        axis=1,
+    ).dropna()
+    fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    name = CALIBRATION_METRICS.get(metric, metric)
+    if pairs.empty:
+        mark_empty(ax)
+        return fig
+    by_source = pairs.groupby(level="source_seed").mean()
+    sns.scatterplot(data=by_source, x="acc", y="cal", ax=ax, s=40, color="C1")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.axvline(0, color="0.6", lw=0.8)
+    if len(by_source) >= 3 and by_source["acc"].std() > 0:
+        slope, intercept = np.polyfit(by_source["acc"], by_source["cal"], 1)
+        xs = np.linspace(min(0.0, by_source["acc"].min()), by_source["acc"].max(), 50)
+        label = f"fit: {intercept:+.3f} at equal accuracy, slope {slope:+.2f}"
+        ax.plot(xs, intercept + slope * xs, color="C0", lw=1.5, label=label)
+        ax.plot([0], [intercept], "o", color="C0")
+        ax.legend(loc="best", fontsize=8)
+    ax.set(
+        xlabel=f"accuracy change, ticket {state} - dense",
+        ylabel=f"{name} change, ticket - dense",
+        title=f"{METHOD_NAMES.get(method, method)}: one point per source model ({len(by_source)})",
+    )
     fig.tight_layout()
     return fig

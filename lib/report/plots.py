@@ -13,6 +13,7 @@ from lib.report.calibration import (  # noqa: F401
     confidence,
     ece_estimators,
     ece_intervals,
+    equal_accuracy,
     reliability_pair,
 )
 from lib.report.figures import (  # noqa: F401

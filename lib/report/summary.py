@@ -28,6 +28,10 @@ VERDICTS = {
     "inconclusive": "the interval holds 0 and reaches past the margin: this study can "
     "neither confirm the claim nor bound it; the table says how many source models a "
     "decisive verdict would need",
+    "no population verdict (k source models)": "fewer than 3 source models: the interval "
+    "holds for those source models only (with one, it resamples its transfer seeds), so it "
+    "says nothing about another IMP run of the same recipe",
+    "too few to resample": "one pair: no interval at all",
     "no data": "the study lacks the paired runs the claim needs",
 }
 
@@ -37,9 +41,17 @@ def verdict_definitions() -> str:
     return "\n".join(f"- **{word}**: {meaning}." for word, meaning in VERDICTS.items())
 
 
-def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> str:
+def summary(
+    table: pd.DataFrame,
+    df: pd.DataFrame,
+    chosen: str,
+    study: str,
+    adjusted: pd.DataFrame | None = None,
+) -> str:
     """The report's first section (Markdown): what was run, then one line per finding of the
-    paper: its claim, this study's effect with its 95% interval and pairs, the verdict."""
+    paper: its claim, this study's effect with its 95% interval and pairs, the verdict; with
+    `adjusted` (lib.study.adjusted.adjusted_findings), each calibration finding at equal
+    accuracy below."""
     sources = df["source_seed"].nunique() if "source_seed" in df else 1
     lines = [
         "## Summary",
@@ -72,11 +84,45 @@ def summary(table: pd.DataFrame, df: pd.DataFrame, chosen: str, study: str) -> s
             word += f" (~{int(row['sources_needed'])} source models needed)"
         width = row["high"] - row["low"]
         width = signed(width, margin).lstrip("+") if pd.notna(width) else "—"
-        lines.append(f"| {row['finding']} | {effect} | {width} | {row['pairs']} | **{word}** |")
+        pairs = f"{row['pairs']}" + (
+            f" ({int(row['dropped'])} dropped: NaN or inf)" if row.get("dropped", 0) else ""
+        )
+        lines.append(f"| {row['finding']} | {effect} | {width} | {pairs} | **{word}** |")
+    if adjusted is not None and len(adjusted):
+        lines += ["", *_adjusted_lines(adjusted)]
     if "state" in table and table["state"].notna().any():
         lines += ["", f"Ticket state compared with dense: {int(table['state'].dropna().iloc[0])}."]
     lines += ["", "Verdict words:", "", verdict_definitions()]
     return "\n".join(lines)
+
+
+def _adjusted_lines(adjusted: pd.DataFrame) -> list[str]:
+    """The calibration findings answering "at equal accuracy" (Markdown table)."""
+    lines = [
+        "**At equal accuracy.** A ticket that gains accuracy under an overconfident method also "
+        "lowers its ECE. Each calibration finding again, as the intercept of a line through "
+        "the source models' mean paired changes (calibration on accuracy): the change a "
+        "ticket with the same accuracy as dense would show. Bootstrap over source models; "
+        "method and checks in docs/power.md.",
+        "",
+        "| calibration finding | raw effect | at equal accuracy [95% interval] | slope "
+        "| sources | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for _, row in adjusted.iterrows():
+        m = row["margin"]
+        at = (
+            f"{signed(row['effect'], m)} [{signed(row['low'], m)}, {signed(row['high'], m)}]"
+            if pd.notna(row["low"])
+            else "—"
+        )
+        slope = f"{row['slope']:+.2f}" if pd.notna(row["slope"]) else "—"
+        name = row["finding"].replace("sparse tickets are worse calibrated at equal accuracy ", "")
+        lines.append(
+            f"| {name} | {signed(row['raw_effect'], m)} | {at} | {slope} | {row['sources']} "
+            f"| **{row['verdict']}** |"
+        )
+    return lines
 
 
 def _provenance_lines(df: pd.DataFrame) -> list[str]:

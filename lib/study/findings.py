@@ -5,22 +5,16 @@ larger than the margin, or inconclusive.
     findings(results_frame("mini"), calibration_metric="debiased_ece")
 
 A finding is the mean of paired differences: a ticket (findings_state) minus dense, paired on
-dataset, n-shot, transfer seed and source model. Its 95% interval comes from a cluster
-bootstrap (lib.metrics.bootstrap.resample_counts): source models (`source_seed`; a frame without
-that column is one source model, and then its transfer seeds) resampled with replacement, a
-source's pairs taken together, its spread widened for the few source models
-(lib.metrics.bootstrap.expansion: without it, 3 sources that truly differ made a null effect
-"significant" 1 time in 4). The seeds inside a drawn source are not resampled again: the
-spread of the source means already holds their variance, and drawing them again counted it
-twice (on synthetic null studies with seeds inside sources it covered 0 in 98.8-99.8% of
-cases for a nominal 95%, and more transfer seeds gave wider intervals; resampling the
-sources only: 94-96%, as the exact t interval; docs/power.md, tests/test_findings.py).
-"supported" when the whole interval lies on the paper's side of 0, "contradicted" when it
-lies on the other, "no effect larger than ±m" when it holds 0 but lies inside the
-equivalence margin m (lib.metrics.power.MARGINS: 0.03 for accuracy, 0.01 for ECE),
-"inconclusive" otherwise; each finding also carries the variance components of its pairs
-and the source models a decisive verdict would need (lib.metrics.power). Any subset of methods,
-networks and datasets works: a finding without pairs says "no data".
+dataset, n-shot, transfer seed and source model. Its 95% interval is a cluster bootstrap over
+source models (`source_seed`; a frame without it is one source model), each with all its
+pairs, widened for few sources (lib.metrics.bootstrap.expansion); transfer seeds are not
+redrawn inside a source (their variance is already in the source means; docs/power.md).
+Verdicts: lib.metrics.power.finding_verdict ("supported", "contradicted", "no effect larger
+than ±m", "inconclusive"; none for one pair or fewer than MIN_SOURCES source models). Pairs
+whose records hold NaN or inf are counted ("dropped"), never averaged away. Each finding also
+carries the variance components of its pairs and the source models a decisive verdict would
+need. Any subset of methods, networks and datasets works: a finding without pairs says "no
+data". Calibration at equal accuracy: lib.study.adjusted.
 """
 
 from __future__ import annotations
@@ -29,7 +23,14 @@ import numpy as np
 import pandas as pd
 
 from lib.metrics.bootstrap import interval, resample_counts
-from lib.metrics.power import MARGINS, needed, variance_components, verdict, verdict_kind
+from lib.metrics.power import (
+    MARGINS,
+    finding_verdict,
+    needed,
+    variance_components,
+    verdict,
+    verdict_kind,
+)
 from lib.study.console import shots_order
 
 PAIR_KEYS = ["dataset", "n_shot", "seed", "source_seed"]
@@ -86,7 +87,10 @@ def hierarchical_mean(
     counts = resample_counts([outer], n, seed)
     # few resampled units (3 source models, or 3 seeds of one): widen to a calibrated level
     units = sources if sources > 1 else seeds
-    low, high = interval(x.mean(), counts @ x / counts.sum(axis=1), level, units=units)
+    if units < 2:  # one unit: nothing to resample, no interval (not a zero-width one)
+        low = high = float("nan")
+    else:
+        low, high = interval(x.mean(), counts @ x / counts.sum(axis=1), level, units=units)
     return {
         "effect": float(x.mean()),
         "low": low,
@@ -124,14 +128,28 @@ def dense_vs_ticket(df: pd.DataFrame, method: str, metric: str, state: int | Non
     df = with_source(df)
     states = ticket_states(df, method)
     if metric not in df or not states:  # indexed like a pair's effects: VP - LP aligns
-        return pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=PAIR_KEYS))
+        return no_pairs()
     state = max(states) if state is None else state
     d = df[df["method"] == method]
     dense = d[(d["network"] == "dense") | ((d["network"] == "ticket") & (d["sparsity"] == 0))]
     sparse = d[(d["network"] == "ticket") & (d["sparsity"] == state)]
-    dense = dense.groupby(PAIR_KEYS)[metric].mean()
-    sparse = sparse.groupby(PAIR_KEYS)[metric].mean()
-    return (sparse - dense).dropna()
+    dense = dense.groupby(PAIR_KEYS)[metric].agg(_strict_mean)
+    sparse = sparse.groupby(PAIR_KEYS)[metric].agg(_strict_mean)
+    both = sparse.index.intersection(dense.index)
+    diffs = (sparse - dense).loc[both]
+    finite = np.isfinite(diffs.to_numpy(dtype=np.float64))
+    out = diffs[finite]
+    out.attrs["dropped"] = int((~finite).sum())  # pairs whose records hold NaN or inf
+    return out
+
+
+def no_pairs() -> pd.Series:  # no pairs, indexed like pairs
+    return pd.Series(dtype=float, index=pd.MultiIndex.from_tuples([], names=PAIR_KEYS))
+
+
+def _strict_mean(values: pd.Series) -> float:
+    # A NaN or inf among a pair's records makes the pair non-finite (counted, not averaged away).
+    return float(np.mean(values.to_numpy(dtype=np.float64)))
 
 
 def findings(
@@ -156,6 +174,7 @@ def findings(
         est = hierarchical_mean(diffs, n)
         margin = MARGINS[kind] if margin is None else margin
         parts = variance_components(diffs)
+        dropped = int(diffs.attrs.get("dropped", 0))
         rows.append(
             {
                 "finding": claim,
@@ -164,7 +183,8 @@ def findings(
                 **est,
                 "width": est["high"] - est["low"],
                 "margin": margin,
-                "verdict": verdict(est["low"], est["high"], margin),
+                "verdict": finding_verdict(est, margin),
+                "dropped": dropped,
                 **{f"sd_{k}": parts[k] for k in ("source", "seed", "residual", "cell")},
                 **{f"share_{k}": parts.get(f"share_{k}") for k in ("source", "seed", "residual")},
                 "sources_needed": sources_needed(est["effect"], margin, parts),
@@ -178,6 +198,7 @@ def findings(
         drop_lp = -dense_vs_ticket(df, "lp", "test_accuracy", state)
         drop_vp = -dense_vs_ticket(df, "vp", "test_accuracy", state)
         gap = (drop_vp - drop_lp).dropna()
+        gap.attrs["dropped"] = sum(int(d.attrs.get("dropped", 0)) for d in (drop_lp, drop_vp))
     add("sparsity hurts VP accuracy more than LP accuracy", gap, "VP drop - LP drop", "accuracy")
     add(
         "...and more so at the lowest n-shot than with full data",
@@ -345,8 +366,6 @@ def regime(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["check", "value", "wanted"])
 
 
-# ---------------------------------------------------------------- issue 20: VP methods
-
 # The slice params/vp_methods.yaml: (mapping, prompt) -> label. The first is the baseline
 # every other variant is compared with (ILM-VP as the paper ran it).
 VP_VARIANTS: dict[tuple[str, str], str] = {
@@ -445,9 +464,6 @@ def vp_methods_gap(df: pd.DataFrame, n: int = RESAMPLES) -> pd.DataFrame:
                 row["converged_share"] = runs["converged"].dropna().astype(bool).mean()
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------- issue 27: past matching
 
 
 def drop_by_state(df: pd.DataFrame, curve: list[dict] | None = None) -> pd.DataFrame:
