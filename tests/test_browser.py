@@ -112,7 +112,7 @@ def lab(tmp_path_factory) -> Iterator[str]:
     server = subprocess.Popen(
         [str(jupyter), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}",
-         f"--FileCheckpoints.checkpoint_dir={tmp / 'checkpoints'}"],
+         f"--FileCheckpoints.checkpoint_dir={tmp / 'checkpoints'}", "--allow-root"],
         env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "w"),
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
@@ -169,11 +169,17 @@ def test_notebook_runs_all_cells_in_jupyterlab(lab, browser, name):
     panel.locator(".jp-Notebook").wait_for(timeout=60_000)
     toolbar = panel.locator(".jp-NotebookPanel-toolbar")
     toolbar.get_by_text(KERNEL_NAME).wait_for(timeout=60_000)  # picked by itself
-    page.get_by_text("Idle").first.wait_for(timeout=60_000)
+    page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     page.wait_for_function(FINISHED, timeout=180_000, polling=500)
     seconds = time.perf_counter() - start
+    shots = outputs_dir() / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    panel.locator(".jp-Cell").nth(FIRST_SHOWN[name]).evaluate(
+        "cell => cell.scrollIntoView({block: 'start'})"
+    )
+    page.screenshot(path=str(shots / f"{name.split('.')[0]}.png"))
 
     errors = panel.locator('[data-mime-type="application/vnd.jupyter.error"]')
     assert errors.count() == 0, errors.all_inner_texts()
@@ -186,15 +192,9 @@ def test_notebook_runs_all_cells_in_jupyterlab(lab, browser, name):
     images = panel.locator(".jp-OutputArea-output img")
     assert images.count() >= NOTEBOOKS[name], images.count()
     if name != "report.ipynb":  # the report trains nothing: no bar
-        bars = panel.locator(".jp-OutputArea-output .widget-progress")
+        bars = panel.locator(".jp-OutputArea-output .widget-hprogress")
         assert bars.count() >= 1  # the outer level's bar stays, finished; inner ones closed
 
-    shots = outputs_dir() / "browser"
-    shots.mkdir(parents=True, exist_ok=True)
-    panel.locator(".jp-Cell").nth(FIRST_SHOWN[name]).evaluate(
-        "cell => cell.scrollIntoView({block: 'start'})"
-    )
-    page.screenshot(path=str(shots / f"{name.split('.')[0]}.png"))
     page.close()
     print(f"{name}: opened and run in {seconds:.0f} s")
     assert _tree_hashes(ROOT / "notebooks") == before  # nothing saved, nothing added

@@ -63,7 +63,7 @@ def test_a_jupyter_kernel_shows_one_widget_bar_per_level_and_closes_the_inner_on
 def test_a_loop_left_early_ends_its_widget_bar_as_done_not_as_an_error(watched):
     nb = _execute(NESTED.replace("pass", "break"))  # every epochs loop stops after one epoch
     styles = [bar["bar_style"] for bar in _widgets(nb, "FloatProgressModel")]
-    assert "danger" not in styles and "success" in styles
+    assert "danger" not in styles and "success" in styles  # the runs bar, finished
 
 
 @pytest.mark.slow

@@ -67,15 +67,18 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
 
 
 def _widget_loop(bar: tqdm) -> Iterator[Any]:
-    """The items of a widget bar's iterable, counted; a loop left early (early stopping) ends
-    as done, where tqdm.notebook would leave a red bar as for an error."""
+    """The items of a widget bar's iterable, counted; a loop left early (early stopping, the
+    steps to IMP's rewind point) closes its bar, where tqdm.notebook would leave it red as for
+    an error."""
+    finished = False
     try:
         for item in bar.iterable:
             yield item
             bar.update()
+        finished = True
     finally:
-        if bar.total and bar.n < bar.total:
-            bar.total = bar.n
+        if not finished:
+            bar.total, bar.leave = bar.n, False
         bar.close()
 
 
