@@ -8,11 +8,21 @@ INSTALLED := $(VENV)/.installed
 LOCK := requirements.lock
 KERNEL := $(VENV)/share/jupyter/kernels/sparse-vp/kernel.json
 FASHION_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lock data study study-deep study-vp-methods tickets smoke test lint lab bench clean distclean
+.PHONY: setup notebook-filter lock data study study-deep study-vp-methods tickets smoke test lint lab bench clean distclean
 
-setup: $(INSTALLED) $(KERNEL)
+setup: $(INSTALLED) $(KERNEL) notebook-filter
+
+# Notebook outputs never enter commits: .gitattributes sends every .ipynb through nbstripout on
+# its way into git (the working tree keeps what JupyterLab saved). A relative command: git runs
+# it from the top of the working tree, so every clone or worktree uses its own venv.
+notebook-filter: $(INSTALLED)
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean "$(VENV)/bin/nbstripout --keep-id"; \
+		git config filter.nbstripout.smudge cat; \
+		git config diff.ipynb.textconv "$(VENV)/bin/nbstripout --keep-id -t"; fi
 
 # Every package of the environment at the exact version of the lock file, then this project
 # itself (editable, no dependency resolution: the lock already holds them all).
@@ -39,6 +49,12 @@ $(KERNEL): $(INSTALLED)
 $(FASHION_DEB):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
 	else echo "Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist' (or let torchvision download it)"; fi
+
+# Debian's Chromium, for tests/test_browser.py (JupyterLab in a real browser; skipped without it).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "Chromium: run 'sudo apt-get install chromium' (tests/test_browser.py skips without it)"; fi
 
 data: setup $(FASHION_DEB)
 	$(PY) -c "from lib.data import ensure_fashion_mnist; ensure_fashion_mnist()"
@@ -70,7 +86,7 @@ tickets: setup
 smoke: data
 	$(PY) -m lib.sweep params/smoke.yaml
 
-test: data
+test: data $(CHROMIUM)
 	$(PY) -m pytest -q
 
 lint: setup

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from tqdm import tqdm  # text bars: tqdm.auto needs ipywidgets inside notebooks
+from tqdm import tqdm  # text bars (a terminal); widget bars: tqdm.notebook (_widget_bar)
 
 if TYPE_CHECKING:  # torch and numpy load lazily: every command's --help answers at once
     import torch
@@ -31,11 +31,55 @@ def headless_kernel() -> bool:
     return bool(os.environ.get(HEADLESS_ENV)) and "ipykernel" in sys.modules
 
 
+def _widget_bar() -> type[tqdm] | None:
+    """tqdm's widget bar inside a Jupyter kernel that a person watches (JupyterLab), else None.
+
+    A text bar there is a new stderr line per refresh: hundreds of lines above the results.
+    """
+    if "ipykernel" not in sys.modules or headless_kernel():
+        return None
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None or "IPKernelApp" not in shell.config:
+        return None
+    try:
+        import ipywidgets  # noqa: F401 - tqdm.notebook falls back to text without it
+        from tqdm.notebook import tqdm as widget_bar
+    except ImportError:
+        return None
+    return widget_bar
+
+
 def progress(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
     """tqdm over `iterable`, silenced when $SPARSE_VP_NO_PROGRESS or $CI is set, and inside
-    a headless kernel (the sweep prints one line per finished notebook instead)."""
+    a headless kernel (the sweep prints one line per finished notebook instead).
+
+    In a terminal a text bar; in JupyterLab one widget bar per level, updated in place: a bar
+    opened while another runs is an inner level and closes when done (leave=False)."""
     disable = bool(os.environ.get(PROGRESS_ENV) or os.environ.get("CI") or headless_kernel())
-    return iter(tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs))
+    widget_bar = None if disable else _widget_bar()
+    if widget_bar is None:
+        return iter(tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs))
+    if any(not bar.disable for bar in list(getattr(widget_bar, "_instances", ()))):
+        kwargs["leave"] = False
+    return _widget_loop(widget_bar(iterable, **kwargs))
+
+
+def _widget_loop(bar: tqdm) -> Iterator[Any]:
+    """The items of a widget bar's iterable, counted; a loop left early (early stopping, the
+    steps to IMP's rewind point) closes its bar, where tqdm.notebook would leave it red as for
+    an error."""
+    finished = False
+    try:
+        for item in bar.iterable:
+            yield item
+            bar.update()
+        finished = True
+    finally:
+        if not finished:
+            bar.total, bar.leave = bar.n, False
+        bar.close()
 
 
 @contextlib.contextmanager

@@ -53,7 +53,8 @@ def history(records: list[dict[str, Any]]) -> plt.Figure:
         ax.set_title(col.replace("_", " "))
     if axes[-1].get_legend():
         sns.move_legend(axes[-1], "upper left", bbox_to_anchor=(1, 1), title="data")
-    fig.suptitle(f"{len(records)} runs, one line each", x=0.01, ha="left", fontsize=9)
+    runs = "1 run" if len(records) == 1 else f"{len(records)} runs, one line each"
+    fig.suptitle(runs, x=0.01, ha="left", fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -118,6 +118,23 @@ def read_records(study: str) -> list[dict[str, Any]]:
     return [read_record(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
 
 
+class NoRecords(FileNotFoundError):
+    """A study with no records yet; in a notebook its message is all it shows (one line)."""
+
+    def _render_traceback_(self) -> list[str]:  # IPython's hook: no traceback for this one
+        return [f"{type(self).__name__}: {self}"]
+
+
+def require_records(study: str) -> None:
+    """NoRecords naming the command that makes them, where `study` has none."""
+    if not any(paths.records_dir(study).glob("*.json")):
+        made = "make study" if study == "mini" else f"python -m lib.sweep params/{study}.yaml"
+        raise NoRecords(
+            f"{paths.records_dir(study)} holds no records: run `{made}` first, or set `study` "
+            "to a study that has them"
+        )
+
+
 def flatten(record: dict[str, Any]) -> dict[str, Any]:
     """One tidy row: params and scalar metrics as columns (lists and dicts stay in the JSON)."""
     row: dict[str, Any] = {"run_key": record["run_key"], "study": record["study"]}

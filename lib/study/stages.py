@@ -50,7 +50,9 @@ def pretrain(params: dict[str, Any]) -> None:
     start = time.perf_counter()
     with console.LevelWatcher(pretrain_folder(settings), levels):
         execute_notebook(
-            "pretrain_source.ipynb", results.study_dir(study) / "pretrain.ipynb", settings
+            "pretrain_source.ipynb",
+            results.study_dir(study) / "pretrain.ipynb",
+            pretrain_parameters(settings),
         )
     print(f"[sweep] pretraining done in {console.duration(time.perf_counter() - start)}")
     stamp.write()
@@ -62,6 +64,18 @@ def pretrain_levels(settings: dict[str, Any]) -> int:
 
     cfg = SourceConfig(**settings)
     return cfg.max_state + 1 + len(cfg.random_states)
+
+
+def pretrain_parameters(settings: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of notebooks/pretrain_source.ipynb: the settings, the rest SourceConfig's
+    defaults (the shipped recipe), never the notebook's own quick defaults."""
+    from dataclasses import asdict
+
+    from lib.models.pretrain import SourceConfig
+
+    params = asdict(SourceConfig(**settings))
+    params["random_states"] = list(params["random_states"])  # papermill writes a list
+    return params
 
 
 def pretrain_folder(settings: dict[str, Any]) -> Path:
