@@ -6,11 +6,12 @@
 
 A study name (params `study:`, the CLI's --run_name, papermill's `-p study`) becomes a
 folder under the outputs root, so it may not hold a path: letters, digits and `-_.`, not
-starting with '.', and not a folder the tree itself keeps beside the studies (RESERVED: `make
-clean` deletes outputs/cache and outputs/compare, datasets live in outputs/data). A path
-in a params file that names where outputs go (the `pretrain:` section's `out_dir`) must resolve to a place under the outputs root. Places typed on the
-command line or in the environment ($SPARSE_VP_OUTPUTS, the CLI's --results_path, the
-Slurm backend's --slurm-folder) are the user's own choice and are not confined.
+starting with '.', and not a folder the tree itself keeps beside the studies (RESERVED:
+`make clean` deletes outputs/cache and outputs/compare, datasets live in outputs/data). A
+path in a params file that names where outputs go (the `pretrain:` section's `out_dir`)
+must resolve to a place under the outputs root. Places typed on the command line or in the
+environment ($SPARSE_VP_OUTPUTS, the CLI's --results_path, the Slurm backend's
+--slurm-folder) are the user's own choice and are not confined.
 """
 
 from __future__ import annotations
