@@ -6,10 +6,12 @@
 
 A study name (params `study:`, the CLI's --run_name, papermill's `-p study`) becomes a
 folder under the outputs root, so it may not hold a path: letters, digits and `-_.`, not
-starting with '.'. A path in a params file that names where outputs go (the `pretrain:`
-section's `out_dir`) must resolve to a place under the outputs root. Places typed on the
-command line or in the environment ($SPARSE_VP_OUTPUTS, the CLI's --results_path, the
-Slurm backend's --slurm-folder) are the user's own choice and are not confined.
+starting with '.', and not a folder the tree itself keeps beside the studies (RESERVED:
+`make clean` deletes outputs/cache and outputs/compare, datasets live in outputs/data). A
+path in a params file that names where outputs go (the `pretrain:` section's `out_dir`)
+must resolve to a place under the outputs root. Places typed on the command line or in the
+environment ($SPARSE_VP_OUTPUTS, the CLI's --results_path, the Slurm backend's
+--slurm-folder) are the user's own choice and are not confined.
 """
 
 from __future__ import annotations
@@ -18,19 +20,30 @@ import os
 import re
 from pathlib import Path
 
-from lib.core.utils import outputs_dir
+from lib.core.utils import env_value, outputs_dir
 
 OUTPUTS_ENV = "SPARSE_VP_OUTPUTS"
 DATA_ENV = "SPARSE_VP_DATA"
 NAME_RULE = "letters, digits and - _ . only, not starting with '.' (no path separators)"
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 LOCK_NAME = "sweep.lock"
+# Folders of the outputs root that are not studies: a study of that name would share them
+# (`make clean` removes cache/ and compare/; data/ holds the datasets). Compared ignoring case,
+# as a case-insensitive file system does.
+RESERVED = ("cache", "checkpoints", "compare", "data", "features", "tickets")
 
 
 def check_name(value: object, what: str = "study") -> str:
-    """`value` if it is a valid file or folder name (NAME_RULE), else a ValueError naming it."""
+    """`value` if it is a valid file or folder name (NAME_RULE), else a ValueError naming it;
+    a study name may also not be one of RESERVED."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise ValueError(f"{what} {value!r} is not a valid name: use {NAME_RULE}")
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+        raise ValueError(f"{what} {shown} is not a valid name: use {NAME_RULE}")
+    if what == "study" and value.lower() in RESERVED:
+        raise ValueError(
+            f"{what} {value!r} is reserved: outputs/{value.lower()} holds the tree's own files; "
+            f"choose another name (reserved: {', '.join(RESERVED)})"
+        )
     return value
 
 
@@ -46,8 +59,10 @@ def pin_environment() -> None:
     mean one folder to this process and another to the notebooks it executes.
     """
     for name in (OUTPUTS_ENV, DATA_ENV):
-        value = os.environ.get(name)
-        if value and not os.path.isabs(os.path.expanduser(value)):
+        value = env_value(name)
+        if value is None:  # empty means unset, for this process and every kernel it starts
+            os.environ.pop(name, None)
+        elif not os.path.isabs(os.path.expanduser(value)):
             os.environ[name] = os.path.abspath(os.path.expanduser(value))
 
 

@@ -28,7 +28,7 @@ HEADLESS_ENV = "SPARSE_VP_HEADLESS"
 
 def headless_kernel() -> bool:
     """True inside a kernel that papermill runs for lib.study.sweep (nobody watches its bars)."""
-    return bool(os.environ.get(HEADLESS_ENV)) and "ipykernel" in sys.modules
+    return bool(env_value(HEADLESS_ENV)) and "ipykernel" in sys.modules
 
 
 def _widget_bar() -> type[tqdm] | None:
@@ -57,7 +57,7 @@ def progress(iterable: Iterable[T], **kwargs: Any) -> Iterator[T]:
 
     In a terminal a text bar; in JupyterLab one widget bar per level, updated in place: a bar
     opened while another runs is an inner level and closes when done (leave=False)."""
-    disable = bool(os.environ.get(PROGRESS_ENV) or os.environ.get("CI") or headless_kernel())
+    disable = bool(env_value(PROGRESS_ENV) or env_value("CI") or headless_kernel())
     widget_bar = None if disable else _widget_bar()
     if widget_bar is None:
         return iter(tqdm(iterable, disable=disable, dynamic_ncols=True, **kwargs))
@@ -80,6 +80,11 @@ def _widget_loop(bar: tqdm) -> Iterator[Any]:
         if not finished:
             bar.total, bar.leave = bar.n, False
         bar.close()
+
+
+class UnwritableOutput(OSError):
+    """A file under the outputs root cannot be written (a folder in its place, a read-only
+    mount, a full disk); the message names it. Commands print it as one line."""
 
 
 @contextlib.contextmanager
@@ -149,15 +154,24 @@ def project_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def env_value(name: str) -> str | None:
+    """$name, or None when it is unset, empty or blank: `SPARSE_VP_OUTPUTS=` means the default,
+    never the current directory (which a kernel started in the project root reads otherwise)."""
+    value = os.environ.get(name)
+    return value if value and value.strip() else None
+
+
 def outputs_dir() -> Path:
     """Root of all generated files, absolute; $SPARSE_VP_OUTPUTS overrides (tests use a tmp
     dir). lib.core.paths.pin_environment makes a relative value absolute for the kernels too."""
-    return Path(os.path.abspath(os.environ.get("SPARSE_VP_OUTPUTS", project_root() / "outputs")))
+    value = env_value("SPARSE_VP_OUTPUTS")
+    return Path(os.path.abspath(os.path.expanduser(value) if value else project_root() / "outputs"))
 
 
 def data_root() -> Path:
     """Where datasets live; $SPARSE_VP_DATA overrides the default outputs/data."""
-    return Path(os.environ.get("SPARSE_VP_DATA", outputs_dir() / "data"))
+    value = env_value("SPARSE_VP_DATA")
+    return Path(os.path.expanduser(value)) if value else outputs_dir() / "data"
 
 
 def resolve_path(path: str | Path) -> Path:

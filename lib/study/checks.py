@@ -24,7 +24,7 @@ from lib.datasets.registry import dataset_labels, get_dataset, get_spec
 from lib.datasets.sampling import Splits, draw_splits, stratified_subset
 from lib.models.archs import family
 from lib.models.sources import source_kind
-from lib.study.config import ExperimentConfig
+from lib.study.config import ExperimentConfig, check_source_axis
 
 
 def source_files(cfg: ExperimentConfig) -> list[Path]:
@@ -180,5 +180,6 @@ def configs_from_parameters(namespace: dict[str, Any]) -> list[ExperimentConfig]
         for n in lists["n_shot"]
         for s in lists["seed"]
     ]
+    check_source_axis(configs)  # source seeds that would all load the same files
     validate(configs)  # missing tickets and too many shots fail here, not mid-notebook
     return configs

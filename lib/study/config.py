@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,7 +72,27 @@ def check_fields(cls: type, values: dict[str, Any]) -> None:
         kind = hints.get(name)
         if kind is not None and not _has_type(value, kind):
             needed = _TYPE_NAMES.get(kind, "a list of ints")
-            raise ValueError(f"{name} must be {needed}, got {value!r} ({type(value).__name__})")
+            shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+            raise ValueError(f"{name} must be {needed}, got {shown} ({type(value).__name__})")
+        if kind is float and not math.isfinite(value):  # `.inf` / `.nan` are YAML floats
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+
+
+def check_source_axis(configs: list[ExperimentConfig]) -> None:
+    """Several source_seed values must load several source models: a pretrained_dir without
+    "{source_seed}" gives each of them the same files, labelled as different sources (and a
+    bootstrap over sources that resamples one model)."""
+    seeds: dict[str, set[int]] = {}
+    for cfg in configs:
+        if "{source_seed}" not in cfg.pretrained_dir:
+            seeds.setdefault(cfg.pretrained_dir, set()).add(cfg.source_seed)
+    for folder, values in seeds.items():
+        if len(values) > 1:
+            raise ValueError(
+                f"source_seed {sorted(values)} with pretrained_dir {folder!r}, which lacks "
+                "'{source_seed}': every source seed would load the same files; put "
+                "'{source_seed}' in pretrained_dir or keep one source_seed"
+            )
 
 
 def check_types(config: Any) -> None:
@@ -269,16 +290,19 @@ class ExperimentConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @property
-    def run_key(self) -> str:
-        """Readable, unique name of the run: what varies in studies, plus a hash of the rest."""
-        identity = {
+    def identity(self) -> dict[str, Any]:
+        """The fields that change what the run computes (its run key's hash)."""
+        return {
             k: v
             for k, v in self.to_dict().items()
             if k not in NOT_IN_KEY and not (k in LATER_FIELDS and v == LATER_FIELDS[k])
         }
+
+    @property
+    def run_key(self) -> str:
+        """Readable, unique name of the run: what varies in studies, plus a hash of the rest."""
         digest = hashlib.sha1(
-            json.dumps(identity, sort_keys=True, default=str).encode()
+            json.dumps(self.identity(), sort_keys=True, default=str).encode()
         ).hexdigest()[:8]
         from lib.models.sources import source_kind
 

@@ -78,6 +78,7 @@ def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> Non
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp, failed = paths.running_notebook(output), paths.failed_notebook(output)
     os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: no tqdm redraws in the notebook
+    tmp.unlink(missing_ok=True)  # papermill opens it for writing: never through a planted link
     try:
         papermill.execute_notebook(
             str(NOTEBOOKS / name),

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import platform
 import resource
+import stat
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lib.core import paths
-from lib.core.utils import atomic_write_json, atomic_write_text, project_root
+from lib.core.utils import UnwritableOutput, atomic_write_json, atomic_write_text, project_root
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,14 +62,56 @@ def has_record(study: str, run_key: str) -> bool:
 
 
 def write_record(record: dict[str, Any]) -> Path:
+    """Write one record atomically; a record with a non-finite headline metric is refused
+    (findings would drop or average it without a word)."""
+    problem = _non_finite(record.get("metrics"))
+    if problem:
+        raise ValueError(f"run {record.get('run_key')!r}: {problem}; no record written")
     return atomic_write_json(record_path(record["study"], record["run_key"]), record)
+
+
+# The metric groups every finding and comparison reads: each number in them must be finite.
+HEADLINE_METRICS = ("test", "test_ts")
+RECORD_LIMIT = 256 * 2**20  # bytes; a record is a few hundred kB at paper scale
+
+
+def _non_finite(metrics: Any) -> str:
+    """'metric test.ece is nan' for the first non-finite headline metric, '' if none."""
+    if not isinstance(metrics, dict):
+        return ""
+    for group in HEADLINE_METRICS:
+        values = metrics.get(group)
+        for name, value in values.items() if isinstance(values, dict) else ():
+            if isinstance(value, float) and not math.isfinite(value):
+                return f"metric {group}.{name} is {value}"
+    return ""
+
+
+def _read_text(path: Path) -> str:
+    """A record file's text: a plain file only (not a link, FIFO, device or folder), bounded."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise ValueError(
+            f"{path}: not a readable record file ({error.strerror}); move it out of records/"
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path}: not a regular file; move it out of records/")
+        if info.st_size > RECORD_LIMIT:
+            raise ValueError(f"{path}: {info.st_size} bytes, too large for a record")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(RECORD_LIMIT + 1).decode()
+    finally:
+        os.close(fd)
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
     """One record; a damaged file is named (records are written atomically, so damage
     comes from outside: delete the file and the sweep re-runs that run)."""
     try:
-        record = json.loads(Path(path).read_text())
+        record = json.loads(_read_text(Path(path)))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: corrupt record ({err}); delete it to re-run that run") from None
     problem = record_problem(record, Path(path).stem)
@@ -96,7 +140,9 @@ def record_problem(record: Any, run_key: str) -> str:
             return f"field {name!r} is a {type(record[name]).__name__}, not a {kind.__name__}"
     if record["run_key"] != run_key:
         return f"field 'run_key' is {record['run_key']!r} but the file is {run_key}.json"
-    return ""
+    if not record.get("metrics"):
+        return "field 'metrics' missing or empty"
+    return _non_finite(record["metrics"])
 
 
 def set_aside(study: str, grid: set[str]) -> tuple[int, int]:
@@ -114,8 +160,38 @@ def set_aside(study: str, grid: set[str]) -> tuple[int, int]:
 
 
 def read_records(study: str) -> list[dict[str, Any]]:
+    """Every record of `study`; one of another study (copied in) is refused, naming it."""
     folder = paths.records_dir(study)
-    return [read_record(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    records = (
+        [(p, read_record(p)) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    )
+    for path, record in records:
+        if record["study"] != study:
+            raise ValueError(
+                f"{path}: a record of study {record['study']!r} in the records of {study!r}; "
+                "move it out of records/"
+            )
+    return [record for _, record in records]
+
+
+def check_grid_records(configs: list[ExperimentConfig]) -> None:
+    """A record present is a run done: its params must be those of the config its file name
+    (the run key) stands for, else the file was renamed or edited, and is refused by name."""
+    for cfg in configs:
+        path = record_path(cfg.study, cfg.run_key)
+        if not path.is_file():
+            continue
+        params = read_record(path)["params"]
+        want = cfg.identity()
+        got = {k: params.get(k, v) for k, v in want.items()}
+        if json.dumps(got, sort_keys=True, default=str) != json.dumps(
+            want, sort_keys=True, default=str
+        ):
+            differ = sorted(k for k in want if got[k] != want[k])
+            raise ValueError(
+                f"{path}: its params are not run {cfg.run_key}'s (they differ in "
+                f"{', '.join(differ[:5])}); delete it to re-run that run"
+            )
 
 
 class NoRecords(FileNotFoundError):
@@ -164,9 +240,17 @@ def results_frame(study: str) -> pd.DataFrame:
 def write_results_csv(study: str) -> Path:
     """Rebuild results.csv from the records: one row per record, never duplicated."""
     path, text = study_dir(study) / "results.csv", results_frame(study).to_csv(index=False)
-    if path.is_file() and path.read_text() == text:
-        return path  # unchanged: a warm re-run leaves every file as it was
-    return atomic_write_text(path, text)
+    try:
+        if path.is_file() and path.read_text() == text:
+            return path  # unchanged: a warm re-run leaves every file as it was
+        if path.is_dir():
+            raise IsADirectoryError(21, "a folder is in its place")
+        return atomic_write_text(path, text)
+    except OSError as error:  # a folder, a read-only mount, a full disk: records are intact
+        raise UnwritableOutput(
+            f"cannot write {path} ({error.strerror or error}); the records are intact: "
+            "rebuild it with `python -m lib.sweep <params>` once the place is writable"
+        ) from None
 
 
 @functools.cache

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from lib.datasets.sampling import Splits
     from lib.study.config import ExperimentConfig
 
+
 @dataclass
 class Transfer:
     """What one LP or VP run hands to its record: logits on the test set and on the set the

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lib.core.cli import accept_both_spellings
-from lib.core.utils import outputs_dir, progress, project_root
+from lib.core.utils import env_value, outputs_dir, progress, project_root
 from lib.study import results
 from lib.study.executions import Outcome
 
@@ -177,7 +177,7 @@ def run_slurm(executions: list[Execution], backend_args: list[str]) -> list[Outc
         if args.executor == "local":  # no scheduler queues the tasks: bound them by chunking
             size = max(size, math.ceil(len(todo) / args.array_parallelism))
         parts = chunks(todo, size)
-        env = {k: str(Path(os.environ[k]).resolve()) for k in FORWARDED_ENV if k in os.environ}
+        env = {k: str(Path(v).resolve()) for k in FORWARDED_ENV if (v := env_value(k))}
         env["SPARSE_VP_OUTPUTS"] = str(outputs_dir().resolve())
         executor = make_executor(args, todo[0].configs[0].study)
         jobs = executor.map_array(

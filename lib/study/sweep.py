@@ -22,6 +22,7 @@ import os
 import shlex
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from typing import Any, NoReturn
 
 from lib.core import paths
 from lib.core.cli import HelpFormatter, accept_both_spellings, run_main
+from lib.core.utils import UnwritableOutput
 from lib.study import console, results
 from lib.study.config import ExperimentConfig
 from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep's names stay importable
@@ -206,10 +208,21 @@ def study_lock(study: str, argv: list[str] | None = None) -> Iterator[None]:
     path = paths.lock_path(study)
     while True:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link, never blocking on a FIFO planted there
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
         except FileNotFoundError:  # the folder was removed by a sweep that just ended
             continue
+        except OSError as error:  # ELOOP: a symbolic link; others: a folder, no permission
+            raise StudyLocked(
+                f"lock file {path} cannot be opened as a plain file ({error.strerror}); "
+                "remove it if no sweep of this study runs, then run this again"
+            ) from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise StudyLocked(
+                f"lock file {path} is not a regular file; remove it if no sweep of this "
+                "study runs, then run this again"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -351,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.backend == "slurm":
         slurm_args(backend_args)  # bad cluster flags fail before anything runs
+    if args.workers < 1:
+        raise ValueError(f"--workers must be an int >= 1, got {args.workers}")
     paths.pin_environment()  # the kernels write where this process reads, whatever the cwd
     from lib.study.checks import missing_files, validate
 
@@ -367,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         raise ValueError(f"{args.params}: {error}") from None
     results.read_records(params["study"])  # a stray or damaged record is named now
+    results.check_grid_records(configs)  # a record present is a run done: it must be that run
     executions = plan(configs)
     todo = [e for e in executions if not e.done]
     print(
@@ -374,13 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(todo)} to execute",
         flush=True,
     )
-    if args.dry_run:
-        dry_run(params, configs, executions, args.workers, missing_files)
-        return 0
     if params.get("tickets"):  # shipped tickets: intact (sha256 as in the manifest) or refused
         from lib.study.tickets import verify
 
         print(f"[sweep] {verify(params['tickets'])['version']}: tickets match the manifest")
+    if args.dry_run:
+        dry_run(params, configs, executions, args.workers, missing_files)
+        return 0
     with _stop_on_signals():
         try:
             with study_lock(params["study"], argv):
@@ -474,7 +490,9 @@ def _run(
 
 def cli() -> NoReturn:
     """`python -m lib.sweep`: main() as a command."""
-    run_main(main, "python -m lib.sweep", (ValueError, FileNotFoundError, StudyLocked))
+    run_main(
+        main, "python -m lib.sweep", (ValueError, FileNotFoundError, StudyLocked, UnwritableOutput)
+    )
 
 
 if __name__ == "__main__":
