@@ -10,7 +10,8 @@ KERNEL := $(VENV)/share/jupyter/kernels/sparse-vp/kernel.json
 FASHION_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 export PYTHONHASHSEED := 0
 
-.PHONY: setup lock data study study-deep study-vp-methods tickets smoke test lint lab bench clean distclean
+.PHONY: setup lock data study study-deep study-vp-methods tickets smoke test lint lab bench clean distclean \
+	slurm-up slurm-down
 
 setup: $(INSTALLED) $(KERNEL)
 
@@ -70,8 +71,17 @@ tickets: setup
 smoke: data
 	$(PY) -m lib.sweep params/smoke.yaml
 
+# -rs: a skipped test says why (tests/test_slurm_real.py needs root to start its Slurm).
 test: data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
+
+# A real single-node Slurm on this machine (as root; installs Debian's packages once) to try
+# `--backend slurm` on: docs/paper-scale.md. The tests start and stop their own.
+slurm-up:
+	tools/slurm-local start
+
+slurm-down:
+	tools/slurm-local stop
 
 lint: setup
 	$(VENV)/bin/ruff check lib tests bench
