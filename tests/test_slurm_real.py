@@ -165,10 +165,12 @@ def test_a_task_at_its_time_limit_is_requeued_with_what_its_chunk_has_left(
     local_slurm, tmp_path, tickets, outputs, capsys
 ):
     """Slurm warns a task `signal_delay_s` before its limit with USR2 (submitit's --signal);
-    the test sends that warning at once instead of waiting out a limit."""
+    the test sends that warning at once instead of waiting out a limit (within 10 minutes
+    of a limit of 5, submitit counts it as a timeout: MAX_REQUEUES bounds them)."""
     study = f"slurmrequeue{RUN}"
     params = str(_params(tmp_path, tickets, study, [1, 2]))
-    thread, code = _in_thread([params, "--backend", "slurm", *TASK, "--chunk-size", "2"])
+    flags = [params, "--backend", "slurm", *TASK, "--chunk-size", "2", "--time", "5"]
+    thread, code = _in_thread(flags)
     runs = outputs / study / "runs"
     done = lambda: [p for p in runs.glob("*.ipynb") if not p.name.startswith(".")]  # noqa: E731
     _wait_for(lambda: len(done()) == 1, "first executed notebook")
