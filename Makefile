@@ -11,7 +11,8 @@ FASHION_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 export PYTHONHASHSEED := 0
 
-.PHONY: setup notebook-filter lock data study study-deep study-vp-methods tickets smoke test lint lab bench clean distclean
+.PHONY: setup notebook-filter lock data study study-deep study-vp-methods tickets smoke test lint lab bench \
+	clean distclean slurm-up slurm-down
 
 setup: $(INSTALLED) $(KERNEL) notebook-filter
 
@@ -86,8 +87,17 @@ tickets: setup
 smoke: data
 	$(PY) -m lib.sweep params/smoke.yaml
 
+# -rs: a skipped test says why (tests/test_slurm_real.py needs root to start its Slurm).
 test: data $(CHROMIUM)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -rs
+
+# A real single-node Slurm on this machine (as root; installs Debian's packages once) to try
+# `--backend slurm` on: docs/paper-scale.md. The tests start and stop their own.
+slurm-up:
+	tools/slurm-local start
+
+slurm-down:
+	tools/slurm-local stop
 
 lint: setup
 	$(VENV)/bin/ruff check lib tests bench

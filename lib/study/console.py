@@ -166,8 +166,10 @@ def final_line(outcomes: list[Outcome], seconds: float, report: Path | None) -> 
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     text = (
         f"[sweep] finished in {duration(seconds)}: {len(outcomes)} notebooks "
-        f"({counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed)"
+        f"({counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
     )
+    cancelled = sum(o.status == "cancelled" for o in outcomes)  # by Slurm (scancel)
+    text += f", {cancelled} cancelled)" if cancelled else ")"
     return text + (f"; report {report}" if report else "; no report")
 
 

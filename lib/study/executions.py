@@ -57,7 +57,7 @@ class Execution:
 @dataclass
 class Outcome:
     key: str
-    status: str  # done | skipped | failed | interrupted | not started
+    status: str  # done | skipped | failed | cancelled (by Slurm) | interrupted | not started
     seconds: float = 0.0
     error: str = ""
 

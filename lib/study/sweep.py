@@ -301,13 +301,13 @@ def _keep_to_grid(study: str, configs: list[ExperimentConfig]) -> None:
 def summarize(outcomes: list[Outcome], out: Callable[[str], None] = print) -> None:
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
     line = f"[sweep] {counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed"
-    for status in ("interrupted", "not started"):
+    for status in ("cancelled", "interrupted", "not started"):
         n = sum(o.status == status for o in outcomes)
         line += f", {n} {status}" if n else ""
     out(line)
     for o in outcomes:
-        if o.status == "failed":
-            out(f"[sweep]   FAILED {o.key}: {o.error}")
+        if o.status in ("failed", "cancelled"):
+            out(f"[sweep]   {o.status.upper()} {o.key}: {o.error}")
 
 
 def _report_stop(
@@ -485,7 +485,7 @@ def _run(
     print(console.final_line(outcomes, time.perf_counter() - start, html), flush=True)
     if not html:
         print(f"[sweep] results: {csv}")
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    return 1 if any(o.status in ("failed", "cancelled") for o in outcomes) else 0
 
 
 def cli() -> NoReturn:
