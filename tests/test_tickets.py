@@ -2,6 +2,8 @@
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -37,6 +39,8 @@ def _release(tmp_path, tickets, seeds=(0, 1)):
         (folder / "cifar_resnet_20_8_rewind.pth").write_bytes(b"not shipped")
     manifest = build_manifest(root, list(seeds), "test-v1")
     (root / MANIFEST).write_text(json.dumps(manifest))
+    for seed in seeds:  # left out of the manifest, so out of the release (verify refuses it)
+        (root / f"seed{seed}" / "cifar_resnet_20_8_rewind.pth").unlink()
     return root, manifest
 
 
@@ -200,3 +204,31 @@ def test_shipped_tickets_stay_under_the_repository_cap():
     for path in (p for p in files if p.name.endswith("_mask.pth")):
         dtypes = {v.dtype for v in torch.load(path, weights_only=True).values()}
         assert dtypes == {torch.bool}, f"{path}: mask stored as {dtypes}"
+
+
+def test_verify_refuses_what_the_manifest_does_not_cover(tmp_path, tickets):
+    root, _ = _release(tmp_path, tickets)
+    planted = root / "seed0" / "cifar_resnet_20_8_dyn4_5_checkpoint.pth"
+    planted.write_bytes((root / "seed0" / "cifar_resnet_20_8_dyn4_2_checkpoint.pth").read_bytes())
+    with pytest.raises(TicketError, match="does not list.*seed0/cifar_resnet_20_8_dyn4_5_check"):
+        verify(root)
+    planted.unlink()
+    manifest = json.loads((root / MANIFEST).read_text())
+    for files, message in (
+        ({}, "`files` must be a non-empty mapping"),
+        (list(manifest["files"]), "`files` must be a non-empty mapping"),
+        ({**manifest["files"], "../../etc/hostname": {"sha256": "0"}}, "outside the release"),
+        ({**manifest["files"], "/etc/hostname": {"sha256": "0"}}, "outside the release"),
+    ):
+        (root / MANIFEST).write_text(json.dumps({**manifest, "files": files}))
+        with pytest.raises(TicketError, match=message):
+            verify(root)
+
+
+def test_a_recipe_lacking_its_sections_is_one_line(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("version: v\nsource_seeds: [0]\n")
+    command = [sys.executable, "-m", "lib.tickets", "make", str(tmp_path / "out")]
+    done = subprocess.run([*command, "--recipe", str(recipe)], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "`pretrain` must be a dict" in done.stderr

@@ -176,10 +176,37 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
 
 
 def verify(root: str | Path) -> dict[str, Any]:
-    """Check every file of the manifest: present, same sha256. Errors name the file."""
+    """Check the release against its manifest: a non-empty `files` mapping whose entries stay
+    inside the release, every listed file present with its sha256, and no file in the release
+    that the manifest does not list (a planted file would be loaded unverified). Errors name
+    the file."""
     root = resolve_path(root)
     manifest = load_manifest(root)
-    for rel, entry in manifest["files"].items():
+    files = manifest["files"]
+    if not isinstance(files, dict) or not files:
+        raise TicketError(
+            f"{root / MANIFEST}: `files` must be a non-empty mapping of file -> sha256"
+        )
+    inside = root.resolve()
+    for rel, entry in files.items():
+        path = root / rel
+        if not path.resolve().is_relative_to(inside) or Path(rel).is_absolute():
+            raise TicketError(f"{root / MANIFEST}: entry {rel!r} lies outside the release {root}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+            raise TicketError(f"{root / MANIFEST}: entry {rel!r} has no sha256")
+    listed = {(root / rel).resolve() for rel in files} | {(root / MANIFEST).resolve()}
+    planted = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and p.resolve() not in listed
+    )
+    if planted:
+        raise TicketError(
+            f"{root}: files the manifest does not list (remove them or remake the release): "
+            + ", ".join(planted[:5])
+            + (f" and {len(planted) - 5} more" if len(planted) > 5 else "")
+        )
+    for rel, entry in files.items():
         path = root / rel
         if not path.is_file():
             raise TicketError(f"{path}: shipped ticket file missing (listed in {MANIFEST})")
@@ -365,6 +392,14 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     spec = yaml.safe_load(resolve_path(args.recipe).read_text())
+    wanted = {"pretrain": dict, "source_seeds": list, "version": str}
+    for key, kind in wanted.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get(key), kind):
+            raise TicketError(
+                f"{args.recipe}: `{key}` must be a {kind.__name__} (a recipe holds "
+                + ", ".join(wanted)
+                + ")"
+            )
     recipe, seeds, version = spec["pretrain"], spec["source_seeds"], spec["version"]
     if args.seeds:
         unknown = sorted(set(args.seeds) - set(seeds))
