@@ -93,3 +93,21 @@ def test_command_line_prints_and_plots(tmp_path, capsys):
 def test_missing_study_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no results.csv"):
         compare.load_study(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--calibration-metric", "bogus"], "invalid choice: 'bogus'"),
+        (["--out", "FILE"], "is a file; give a folder"),
+    ],
+)
+def test_bad_flags_are_one_line_refusals(tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    (tmp_path / "FILE").write_text("x")
+    flags = [str(tmp_path / f) if f == "FILE" else f for f in flags]
+    command = [sys.executable, "-m", "lib.compare", "a", "b", *flags]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -297,6 +297,8 @@ def figure(result: dict[str, Any], name_a: str, name_b: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lib.study.findings import CALIBRATION_METRICS
+
     parser = argparse.ArgumentParser(
         prog="python -m lib.compare", description=__doc__, formatter_class=HelpFormatter
     )
@@ -310,11 +312,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--calibration-metric",
         default="",
+        choices=["", *CALIBRATION_METRICS],
         help="calibration metric of the findings (default: debiased_ece when both have it)",
     )
     parser.add_argument("--top", type=int, default=5, help="runs listed per category")
     accept_both_spellings(parser)
     args = parser.parse_args(argv)
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        parser.error(f"--out {args.out!r} is a file; give a folder (it receives compare.png)")
     a, name_a = load_study(args.study_a)
     b, name_b = load_study(args.study_b)
     result = compare(a, b, args.calibration_metric)
