@@ -172,7 +172,7 @@ def test_notebook_runs_all_cells_in_jupyterlab(lab, browser, name):
     page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=60_000)
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
-    page.wait_for_function(FINISHED, timeout=180_000, polling=500)
+    page.wait_for_function(FINISHED, timeout=300_000, polling=500)
     seconds = time.perf_counter() - start
     shots = outputs_dir() / "browser"
     shots.mkdir(parents=True, exist_ok=True)

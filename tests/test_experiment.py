@@ -2,6 +2,7 @@
 
 import functools
 import json
+import shutil
 
 import pytest
 
@@ -70,12 +71,15 @@ def test_too_many_shots_fails_before_any_compute(outputs, make_cfg):
     assert not (outputs / "t" / "records").exists()
 
 
-def test_one_execution_runs_the_product_of_source_models_shots_and_seeds(make_cfg):
+def test_one_execution_runs_the_product_of_source_models_shots_and_seeds(make_cfg, tmp_path):
     from lib.study.experiment import configs_from_parameters
     from lib.study.sweep import plan
 
+    for src in (0, 1):  # two source models: the fixture's tickets, twice
+        shutil.copytree(make_cfg().pretrained_dir, tmp_path / f"seed{src}")
+    folder = str(tmp_path / "seed{source_seed}")
     grid = [
-        make_cfg(method="lp", source_seed=src, n_shot=n, seed=s)
+        make_cfg(method="lp", pretrained_dir=folder, source_seed=src, n_shot=n, seed=s)
         for src in (0, 1)
         for n in (5, 10)
         for s in (1, 2)

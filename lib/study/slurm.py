@@ -173,18 +173,34 @@ class RunChunk:
         from lib.study.executions import run_execution
 
         terminated: list[int] = []
-        previous = signal.getsignal(signal.SIGTERM)
+        # submitit's requeue handler ends the task with SystemExit; raised inside a signal
+        # handler that interrupts a weakref callback, Python ignores it and the chunk ran on.
+        # Keep what the handler raised and raise it between notebooks, where it cannot be lost.
+        stopping: list[BaseException] = []
+        previous_term = signal.getsignal(signal.SIGTERM)
+        previous_usr2 = signal.getsignal(signal.SIGUSR2)
 
         def note(signum: int, frame: Any) -> None:
             terminated.append(signum)
-            if callable(previous):
-                previous(signum, frame)
+            if callable(previous_term):
+                previous_term(signum, frame)
+
+        def requeue(signum: int, frame: Any) -> None:
+            try:
+                if callable(previous_usr2):
+                    previous_usr2(signum, frame)
+            except BaseException as stop:
+                stopping.append(stop)
+                raise
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, note)
+            signal.signal(signal.SIGUSR2, requeue)
         outcomes = []
         for e in executions:
             outcome = Outcome(e.key, "cancelled") if terminated else run_execution(e, threads)
+            if stopping:  # requeued (or refused a requeue): submitit reports it, not this chunk
+                raise stopping[0]
             if terminated and outcome.status == "failed":  # its kernel was killed with the task
                 outcome = Outcome(e.key, "cancelled", outcome.seconds, "stopped by SIGTERM")
             outcomes.append(outcome)
