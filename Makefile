@@ -89,7 +89,7 @@ smoke: data
 
 # -rs: a skipped test says why (tests/test_slurm_real.py needs root to start its Slurm).
 test: data $(CHROMIUM)
-	$(PY) -m pytest -q -rs
+	$(PY) -m pytest -q -rs --durations=25
 
 # A real single-node Slurm on this machine (as root; installs Debian's packages once) to try
 # `--backend slurm` on: docs/paper-scale.md. The tests start and stop their own.
