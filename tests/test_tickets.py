@@ -192,18 +192,91 @@ def test_every_shipped_release_verifies_and_holds_what_its_studies_read():
 
 
 def test_shipped_tickets_stay_under_the_repository_cap():
-    """Every shipped release together (files on disk, manifests included) under 60 MB
-    (issue 27), and its masks stored as bool, a quarter of float32's bytes."""
+    """Every shipped release together (its manifest and the files it lists, except the .pth
+    files its packed archives rebuild, which git ignores) under 60 MB (issue 27); the
+    materialized masks are bool, a quarter of float32's bytes."""
     import torch
 
     from lib.core.utils import resolve_path
+    from lib.study.tickets import shipped_bytes
 
-    files = [p for p in resolve_path("tickets").rglob("*") if p.is_file()]
-    total = sum(p.stat().st_size for p in files)
-    assert total < TICKETS_CAP_BYTES, f"tickets/ holds {total / 1e6:.1f} MB (cap 60 MB)"
-    for path in (p for p in files if p.name.endswith("_mask.pth")):
-        dtypes = {v.dtype for v in torch.load(path, weights_only=True).values()}
-        assert dtypes == {torch.bool}, f"{path}: mask stored as {dtypes}"
+    total = 0
+    for root in (p.parent for p in resolve_path("tickets").glob("*/manifest.json")):
+        files = verify(root)["files"]  # rebuilds any missing .pth
+        total += shipped_bytes(files) + (root / MANIFEST).stat().st_size
+        rebuilt = [str(root / r) for r, e in files.items() if "packed" in e]
+        ignored = subprocess.run(
+            ["git", "check-ignore", "--no-index", *rebuilt], capture_output=True, text=True
+        ).stdout.split()
+        assert sorted(ignored) == sorted(rebuilt), "rebuilt .pth files must stay out of git"
+        for rel in (r for r in files if r.endswith("_mask.pth")):
+            dtypes = {v.dtype for v in torch.load(root / rel, weights_only=True).values()}
+            assert dtypes == {torch.bool}, f"{root / rel}: mask stored as {dtypes}"
+    assert total < TICKETS_CAP_BYTES, f"tickets/ ships {total / 1e6:.1f} MB (cap 60 MB)"
+
+
+def test_every_packed_file_rebuilds_byte_identical():
+    """Each .pth a shipped archive stands for rebuilds, in memory, to its manifest sha256."""
+    from lib.core.utils import resolve_path
+    from lib.models import packed
+
+    checked = 0
+    for root in (p.parent for p in resolve_path("tickets").glob("*/manifest.json")):
+        files = json.loads((root / MANIFEST).read_text())["files"]
+        for rel, entry in files.items():
+            if "packed" in entry:
+                name = rel.rsplit("/", 1)[1]
+                assert packed.digest(root / entry["packed"], name) == entry["sha256"], rel
+                checked += 1
+    assert checked, "no shipped release is packed"
+
+
+def test_packed_release_rebuilds_missing_files_and_refuses_tampering(tmp_path, tickets):
+    from lib.study.checks import check_files
+    from lib.study.config import ExperimentConfig
+    from lib.study.tickets import ship
+
+    work, _ = _release(tmp_path, tickets)
+    root = tmp_path / "lean"
+    manifest = json.loads(ship(work, root, [0, 1], "test-v1").read_text())
+    ticket = root / "seed0" / "cifar_resnet_20_8_dyn4_2_checkpoint.pth"
+    assert manifest["files"]["seed0/cifar_resnet_20_8_dyn4_2_checkpoint.pth"]["packed"]
+    assert manifest["total_bytes"] < sum(e["bytes"] for e in manifest["files"].values())
+    original = ticket.read_bytes()
+    ticket.unlink()
+    verify(root)
+    assert ticket.read_bytes() == original
+    # a study's pre-flight check rebuilds what it needs from the release too
+    ticket.unlink()
+    check_files(ExperimentConfig(pretrained_dir=str(root / "seed0"), network="ticket", sparsity=2))
+    assert ticket.read_bytes() == original
+    ticket.write_bytes(original[:-1] + b"x")
+    with pytest.raises(TicketError, match=f"{ticket}: sha256 differs.*delete it"):
+        verify(root)
+    ticket.unlink()
+    archive = root / "seed0" / "packed.npz"
+    archive.write_bytes(archive.read_bytes()[:-10])
+    with pytest.raises(TicketError, match=f"{archive}: packed tickets missing or altered"):
+        verify(root)
+    assert not ticket.exists()
+
+
+def test_pack_refuses_weights_the_mask_prunes(tickets, tmp_path):
+    import torch
+
+    from lib.models import packed
+
+    folder = tmp_path / "t"
+    shutil.copytree(tickets, folder)
+    name = "cifar_resnet_20_8_dyn4_2_checkpoint.pth"
+    state = torch.load(folder / name, weights_only=True)
+    mask = torch.load(folder / name.replace("checkpoint", "mask"), weights_only=True)
+    key = next(iter(mask))
+    state[key][~mask[key]] = 1.0
+    torch.save(state, folder / name)
+    with pytest.raises(packed.PackError, match=f"{key} is not zero where its mask prunes"):
+        packed.pack(folder, [name])
+    assert not (folder / packed.PACKED).exists()
 
 
 def test_verify_refuses_what_the_manifest_does_not_cover(tmp_path, tickets):

@@ -47,8 +47,13 @@ def check_files(cfg: ExperimentConfig) -> None:
             f"{cfg.arch} {cfg.network}: missing {kind.file_role(cfg)} "
             f"{', '.join(map(str, missing))}"
         )
+    root = cfg.pretrained_path
+    if missing and (root / "packed.npz").is_file() and (root.parent / "manifest.json").is_file():
+        from lib.study.tickets import verify  # a shipped release: rebuild its packed .pth files
+
+        verify(root.parent)
+        missing = [p for p in missing if not p.is_file()]
     if missing:
-        root = cfg.pretrained_path
         found = sorted(p.name for p in root.glob("*_checkpoint.pth")) if root.is_dir() else []
         raise FileNotFoundError(
             f"{cfg.network} sparsity state {cfg.sparsity} of {cfg.arch}: missing "

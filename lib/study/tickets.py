@@ -7,15 +7,18 @@
     python -m lib.tickets remake tickets/glyphs-v2     # `make tickets`: the same recipe from
                                                        # nothing under outputs/, compared
     python -m lib.tickets remake tickets/glyphs-v2 --seeds 0   # one source seed only
+    python -m lib.tickets pack tickets/glyphs-v2       # re-encode the .pth files, exactly
 
 Each `seed{s}/` folder is what notebooks/pretrain_source.ipynb writes for source seed s: the
 paper's ticket files `{arch}_dyn4_{k}_checkpoint.pth` / `_mask.pth` with a `_report.json`
 beside each (state, kind, test accuracy), random-pruning controls `{arch}_random_{k}_*`, and
 the resolved recipe. Training writes every IMP state (each needs the one before); the
 release ships only the recipe's `ship_states` (those the studies read) and the random
-controls. `manifest.json` holds the sha256 of every shipped file, each ticket's
-source accuracy and sparsity, the source accuracy of every trained state (`source_curve`),
-the recipe, package versions, CPU and git revision, and the
+controls. The ticket .pth files ship packed (`seed{s}/packed.npz`, lib.models.packed: 0.6 MB
+for eight states instead of 3.2 MB); verify rebuilds, byte-identical, any that are missing.
+`manifest.json` holds the sha256 of every file (the .pth too), each ticket's source accuracy
+and sparsity, the source accuracy of every trained state (`source_curve`), the recipe,
+package versions, CPU and git revision, and the
 regime checks of the mini study (a converged dense source, tickets that match it, a random
 control clearly below).
 """
@@ -206,16 +209,76 @@ def verify(root: str | Path) -> dict[str, Any]:
             + ", ".join(planted[:5])
             + (f" and {len(planted) - 5} more" if len(planted) > 5 else "")
         )
+    _materialize(root, files)
     for rel, entry in files.items():
         path = root / rel
         if not path.is_file():
             raise TicketError(f"{path}: shipped ticket file missing (listed in {MANIFEST})")
         if sha256(path) != entry["sha256"]:
+            fix = (
+                f"delete it: verify rebuilds it from {entry['packed']}"
+                if "packed" in entry
+                else f"restore it with `git checkout -- {path}` or remake with `make tickets`"
+            )
             raise TicketError(
-                f"{path}: sha256 differs from {root / MANIFEST} (the file was altered); "
-                "restore it with `git checkout -- " + f"{path}` or remake with `make tickets`"
+                f"{path}: sha256 differs from {root / MANIFEST} (the file was altered); {fix}"
             )
     return manifest
+
+
+def _materialize(root: Path, files: dict[str, dict[str, Any]]) -> None:
+    """Write the missing files that a verified packed archive of the release rebuilds."""
+    from lib.models import packed
+
+    wanted: dict[str, list[str]] = {}
+    for rel, entry in files.items():
+        if "packed" in entry and not (root / rel).is_file():
+            wanted.setdefault(entry["packed"], []).append(Path(rel).name)
+    for archive, names in wanted.items():
+        entry = files.get(archive)
+        path = root / archive
+        if entry is None or not path.is_file() or sha256(path) != entry["sha256"]:
+            raise TicketError(f"{path}: packed tickets missing or altered (sha256 in {MANIFEST})")
+        try:
+            packed.unpack(path, names)
+        except packed.PackError as error:
+            raise TicketError(str(error)) from None
+
+
+def shipped_bytes(files: dict[str, dict[str, Any]]) -> int:
+    """Bytes the release ships: every listed file except those a packed archive rebuilds."""
+    return sum(e["bytes"] for e in files.values() if "packed" not in e)
+
+
+def pack_release(root: str | Path) -> dict[str, Any]:
+    """Re-encode a release: per source seed not yet packed, its ticket .pth files into
+    `seed{s}/packed.npz` (lib.models.packed), which must rebuild each byte for byte (checked
+    against the manifest's sha256). The manifest keeps every .pth with its sha256 and names
+    the archive that rebuilds it; the .pth files stay on disk, ignored by git."""
+    from lib.models import packed
+
+    root = resolve_path(root)
+    manifest = verify(root)
+    files = manifest["files"]
+    for seed in manifest["seeds"]:
+        prefix = f"seed{seed}/"
+        names = sorted(r[len(prefix) :] for r in files if r.startswith(prefix))
+        todo = [n for n in names if n.endswith("_checkpoint.pth")]
+        if all("packed" in files[prefix + n] for n in todo):
+            continue
+        try:
+            archive = packed.pack(seed_dir(root, seed), todo)
+            for name in packed.contents(archive):
+                if packed.digest(archive, name) != files[prefix + name]["sha256"]:
+                    raise TicketError(f"{archive}: does not rebuild {name} exactly")
+                files[prefix + name]["packed"] = prefix + packed.PACKED
+        except packed.PackError as error:
+            raise TicketError(str(error)) from None
+        files[prefix + packed.PACKED] = {"sha256": sha256(archive), "bytes": archive.stat().st_size}
+    manifest["files"] = dict(sorted(files.items()))
+    manifest["total_bytes"] = shipped_bytes(manifest["files"])
+    atomic_write_json(root / MANIFEST, manifest)
+    return verify(root)
 
 
 def pretrain_parameters(recipe: dict[str, Any], seed: int, out_dir: Path) -> dict[str, Any]:
@@ -283,7 +346,7 @@ def ship(
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(work / rel, target)
     atomic_write_json(root / MANIFEST, manifest)
-    verify(root)
+    pack_release(root)
     return root / MANIFEST
 
 
@@ -310,7 +373,7 @@ def _merged(old: dict[str, Any], new: dict[str, Any], kept: Sequence[int]) -> di
     )
     files = {r: e for r, e in old["files"].items() if r.split("/")[0] in mine}
     out["files"] = dict(sorted((files | new["files"]).items()))
-    out["total_bytes"] = sum(f["bytes"] for f in out["files"].values())
+    out["total_bytes"] = shipped_bytes(out["files"])
     return out
 
 
@@ -361,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("command", choices=("verify", "make", "remake"))
+    parser.add_argument("command", choices=("verify", "make", "remake", "pack"))
     parser.add_argument("root", help="ticket release folder, e.g. tickets/glyphs-v2")
     parser.add_argument(
         "--recipe", default="params/tickets.yaml", help="make: the recipe (default: %(default)s)"
@@ -388,6 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "verify":
         manifest = verify(root)
         print(f"[tickets] {root}: {len(manifest['files'])} files match {MANIFEST}")
+        return 0
+    if args.command == "pack":
+        manifest = pack_release(root)
+        print(f"[tickets] {root}: packed, {manifest['total_bytes'] / 1e6:.1f} MB shipped")
         return 0
     import yaml
 
