@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.metrics.power import expected_width, needed, variance_components, verdict, verdict_kind
+from lib.metrics.power import (
+    expected_width,
+    needed,
+    sources_for_power,
+    variance_components,
+    verdict,
+    verdict_kind,
+)
 
 
 @pytest.mark.parametrize(
@@ -95,6 +102,26 @@ def test_expected_width_and_needed_sources_follow_the_components():
     # more seeds per source shrink only the seed and residual parts
     noisy = comps | {"source": 0.0, "residual": 0.1}
     assert expected_width(noisy, 5, seeds=4) == pytest.approx(expected_width(noisy, 5) / 2)
+
+
+def test_sources_for_power_give_that_power_on_simulated_studies():
+    """At the count sources_for_power gives, 80% of simulated studies with the stated effect
+    exclude 0 (t interval over source means), and a quarter fewer fall clearly short."""
+    from scipy.stats import t
+
+    comps = {"source": 0.064, "seed": 0.017, "residual": 0.082, "seeds": 1.0, "cells": 4.0}
+    sd = expected_width(comps, 2) / (2 * t.ppf(0.975, 1)) * 2**0.5  # one source mean's sd
+    count = sources_for_power(comps, 0.02)
+    rng = np.random.default_rng(0)
+
+    def power(sources: int, studies: int = 4000) -> float:
+        means = rng.normal(0.02, sd, size=(studies, sources))
+        half = t.ppf(0.975, sources - 1) * means.std(axis=1, ddof=1) / sources**0.5
+        return float((means.mean(axis=1) - half > 0).mean())
+
+    assert 0.77 <= power(count) <= 0.83 and power(int(count * 0.75)) < 0.72
+    assert sources_for_power(comps, 0.0) is None
+    assert sources_for_power(comps, 0.0001, most=50) is None
 
 
 def test_a_measured_width_matches_the_bootstrap_it_predicts():

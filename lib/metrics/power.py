@@ -4,6 +4,7 @@
     verdict(-0.01, 0.02, margin=0.03)            # 'no effect larger than ±0.03'
     parts = variance_components(diffs)            # index: dataset, n_shot, seed, source_seed
     needed(parts, width=0.08)                     # source models for a 95% interval 0.08 wide
+    sources_for_power(parts, effect=0.01)         # ... for 80% power at an effect of 0.01
 
 Verdicts: "supported" / "contradicted" when the whole 95% interval lies on the paper's side
 of 0 / on the other (", smaller than ±m" added when it also lies inside ±m: a real effect,
@@ -37,6 +38,7 @@ import pandas as pd
 # +-1.8), and a debiased ECE to about +-0.01 (lib.metrics.calibration's per-run bootstrap), so an
 # effect inside +-m is one a single comparison could not see.
 MARGINS = {"accuracy": 0.03, "ece": 0.01}
+POWER = 0.8  # "source models needed": for 80% power at an effect the size of the margin
 CELL_KEYS = ["dataset", "n_shot"]
 
 
@@ -192,6 +194,30 @@ def expected_width(
     seeds = components["seeds"] if seeds is None else seeds
     variance = sum(_parts(components, sources, seeds, components["cells"]).values())
     return float(2 * t.ppf((1 + level) / 2, sources - 1) * math.sqrt(variance))
+
+
+def sources_for_power(
+    components: dict[str, float],
+    effect: float,
+    power: float = POWER,
+    seeds: float | None = None,
+    level: float = 0.95,
+    most: int = 1000,
+) -> int | None:
+    """Fewest source models (at `seeds` transfer seeds each, default as measured) whose 95%
+    interval excludes 0 with probability `power` when the true effect is `effect`: the mean's
+    standard error times (t quantile of the level + t quantile of the power), t with
+    sources - 1 degrees of freedom, at most |effect|. None when not even `most` would do."""
+    from scipy.stats import t
+
+    if not (np.isfinite(components.get("residual", float("nan"))) and effect):
+        return None
+    seeds = components["seeds"] if seeds is None else seeds
+    for sources in range(2, most + 1):
+        se = math.sqrt(sum(_parts(components, sources, seeds, components["cells"]).values()))
+        if se * (t.ppf((1 + level) / 2, sources - 1) + t.ppf(power, sources - 1)) <= abs(effect):
+            return sources
+    return None
 
 
 def needed(

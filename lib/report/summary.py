@@ -81,7 +81,7 @@ def summary(
         )
         word = row["verdict"]
         if word == "inconclusive" and pd.notna(row.get("sources_needed")):
-            word += f" (~{int(row['sources_needed'])} source models needed)"
+            word += f" (80% power at ±{margin:.2g}: ~{int(row['sources_needed'])} source models)"
         width = row["high"] - row["low"]
         width = signed(width, margin).lstrip("+") if pd.notna(width) else "—"
         pairs = f"{row['pairs']}" + (

@@ -12,9 +12,10 @@ redrawn inside a source (their variance is already in the source means; docs/pow
 Verdicts: lib.metrics.power.finding_verdict ("supported", "contradicted", "no effect larger
 than ±m", "inconclusive"; none for one pair or fewer than MIN_SOURCES source models). Pairs
 whose records hold NaN or inf are counted ("dropped"), never averaged away. Each finding also
-carries the variance components of its pairs and the source models a decisive verdict would
-need. Any subset of methods, networks and datasets works: a finding without pairs says "no
-data". Calibration at equal accuracy: lib.study.adjusted.
+carries the variance components of its pairs and the source models that 80% power at an
+effect the size of the margin would need. Any subset of methods, networks and datasets
+works: a finding without pairs says "no data". Calibration at equal accuracy:
+lib.study.adjusted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lib.metrics.bootstrap import interval, resample_counts
 from lib.metrics.power import (
     MARGINS,
     finding_verdict,
-    needed,
+    sources_for_power,
     variance_components,
     verdict,
     verdict_kind,
@@ -163,7 +164,7 @@ def findings(
     source-model bootstrap interval and width, pairs, source models, the equivalence margin
     and the verdict (lib.metrics.power.verdict), the variance components of the paired differences
     (sd_source / sd_seed / sd_residual / sd_cell and the shares of the mean's variance,
-    lib.metrics.power.variance_components) and the source models a decisive verdict would need.
+    lib.metrics.power.variance_components) and the source models for 80% power at the margin.
     VP is the paper's variant where a study has several (paper_vp)."""
     df = with_source(paper_vp(df))
     rows = []
@@ -187,7 +188,7 @@ def findings(
                 "dropped": dropped,
                 **{f"sd_{k}": parts[k] for k in ("source", "seed", "residual", "cell")},
                 **{f"share_{k}": parts.get(f"share_{k}") for k in ("source", "seed", "residual")},
-                "sources_needed": sources_needed(est["effect"], margin, parts),
+                "sources_needed": sources_needed(margin, parts),
             }
         )
 
@@ -238,15 +239,12 @@ def paper_metric_margin(df: pd.DataFrame, method: str) -> float:
     return float(MARGINS["ece"] * d["test_seed_ece"].mean() / d["test_ece"].mean())
 
 
-def sources_needed(effect: float, margin: float, components: dict[str, float]) -> int | None:
-    """Source models (at the measured transfer seeds each) for a decisive verdict if the
-    true effect were the one measured: an interval narrow enough to exclude 0 (half-width
-    under |effect|) or to lie inside the margin (under margin - |effect|), whichever is
-    wider. None when not even 1,000 would do or nothing was measured."""
-    if not np.isfinite(effect):
-        return None
-    half = max(abs(effect), margin - abs(effect))
-    return needed(components, 2 * half)
+def sources_needed(margin: float, components: dict[str, float]) -> int | None:
+    """Source models (at the measured transfer seeds each) for 80% power to find an effect as
+    large as the margin (the smallest the study counts), by the power model of
+    lib.metrics.power.sources_for_power; fixed by the margin, never by the effect measured.
+    None when not even 1,000 would do or nothing was measured."""
+    return sources_for_power(components, margin)
 
 
 def findings_by_dataset(
