@@ -305,3 +305,7 @@ def test_a_recipe_lacking_its_sections_is_one_line(tmp_path):
     done = subprocess.run([*command, "--recipe", str(recipe)], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "`pretrain` must be a dict" in done.stderr
+    recipe.write_text("version: v\nversion: w\nsource_seeds: [0]\npretrain: {}\n")
+    done = subprocess.run([*command, "--recipe", str(recipe)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "duplicate key 'version' at lines 1 and 2" in done.stderr

@@ -114,13 +114,14 @@ def _shown(value: Any, limit: int = 80) -> str:
 # ---------------------------------------------------------------- params files
 
 
-def load_params(path: str | Path) -> dict[str, Any]:
-    """The params file as a mapping; any problem with it is one ValueError naming the file."""
+def load_yaml(path: str | Path) -> Any:
+    """A YAML file of this project (params, recipes) read safely: duplicate keys, deep nesting
+    and alias bombs refused; any problem is one ValueError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"params file {path} not found")
+        raise FileNotFoundError(f"{path} not found")
     try:
-        params = yaml.load(path.read_text(), Loader=_ParamsLoader)  # noqa: S506 - safe
+        return yaml.load(path.read_text(), Loader=_ParamsLoader)  # noqa: S506 - safe
     except _Refused as error:
         raise ValueError(f"{path}: refused: {error}") from None
     except yaml.YAMLError as error:
@@ -130,6 +131,14 @@ def load_params(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not a text file ({error})") from None
+
+
+def load_params(path: str | Path) -> dict[str, Any]:
+    """The params file as a mapping; any problem with it is one ValueError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file {path} not found")
+    params = load_yaml(path)
     params = {} if params is None else params
     if not isinstance(params, dict):
         raise ValueError(

@@ -36,6 +36,7 @@ from typing import Any, NoReturn
 
 from lib.core.cli import HelpFormatter, run_main
 from lib.core.utils import atomic_write_json, outputs_dir, resolve_path
+from lib.study.grid import load_yaml
 
 MANIFEST = "manifest.json"
 NOT_SHIPPED = ("pretrain.ipynb",)  # with the rewind point: made and used by `make` only
@@ -456,16 +457,16 @@ def main(argv: list[str] | None = None) -> int:
         manifest = pack_release(root)
         print(f"[tickets] {root}: packed, {manifest['total_bytes'] / 1e6:.1f} MB shipped")
         return 0
-    import yaml
-
-    spec = yaml.safe_load(resolve_path(args.recipe).read_text())
+    try:
+        spec = load_yaml(resolve_path(args.recipe))
+    except ValueError as error:
+        raise TicketError(str(error)) from None
     wanted = {"pretrain": dict, "source_seeds": list, "version": str}
     for key, kind in wanted.items():
         if not isinstance(spec, dict) or not isinstance(spec.get(key), kind):
+            holds = ", ".join(wanted)
             raise TicketError(
-                f"{args.recipe}: `{key}` must be a {kind.__name__} (a recipe holds "
-                + ", ".join(wanted)
-                + ")"
+                f"{args.recipe}: `{key}` must be a {kind.__name__} (a recipe holds {holds})"
             )
     recipe, seeds, version = spec["pretrain"], spec["source_seeds"], spec["version"]
     if args.seeds:
