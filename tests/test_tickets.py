@@ -7,13 +7,12 @@ import sys
 
 import pytest
 
+from lib.study.source_regime import regime_checks, regime_lines
 from lib.study.tickets import (
     MANIFEST,
     TicketError,
     build_manifest,
     compare,
-    regime_checks,
-    regime_lines,
     verify,
 )
 
@@ -296,6 +295,15 @@ def test_verify_refuses_what_the_manifest_does_not_cover(tmp_path, tickets):
         (root / MANIFEST).write_text(json.dumps({**manifest, "files": files}))
         with pytest.raises(TicketError, match=message):
             verify(root)
+
+
+def test_verify_refuses_a_study_reading_seeds_not_shipped_yet(tmp_path, tickets):
+    root, _ = _release(tmp_path, tickets)
+    assert verify(root, seeds=[0, 1, 1])["seeds"] == [0, 1]
+    with pytest.raises(
+        TicketError, match=r"ships 2 source models; .* 4 it lacks \(5, 6, 7, ... 9\)"
+    ):
+        verify(root, seeds=[0, 9, 5, 6, 7])
 
 
 def test_a_recipe_lacking_its_sections_is_one_line(tmp_path):

@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     if params.get("tickets"):  # shipped tickets: intact (sha256 as in the manifest) or refused
         from lib.study.tickets import verify
 
-        print(f"[sweep] {verify(params['tickets'])['version']}: tickets match the manifest")
+        manifest = verify(params["tickets"], seeds=[c.source_seed for c in configs])
+        print(f"[sweep] {manifest['version']}: tickets match the manifest")
     if args.dry_run:
         dry_run(params, configs, executions, args.workers, missing_files)
         return 0

@@ -37,13 +37,10 @@ from typing import Any, NoReturn
 from lib.core.cli import HelpFormatter, run_main
 from lib.core.utils import atomic_write_json, outputs_dir, resolve_path
 from lib.study.grid import load_yaml
+from lib.study.source_regime import regime_checks, regime_lines
 
 MANIFEST = "manifest.json"
 NOT_SHIPPED = ("pretrain.ipynb",)  # with the rewind point: made and used by `make` only
-# The regime the mini study needs (issue 15): checked per source seed, stored in the manifest.
-MIN_DENSE_ACCURACY = 0.97
-MATCH_THROUGH_STATE, MATCH_TOLERANCE = 5, 0.015
-RANDOM_GAP = 0.05
 
 
 class TicketError(ValueError):
@@ -85,27 +82,6 @@ def _shipped(path: Path, states: Sequence[int] | None) -> bool:
 def _reports(folder: Path) -> list[dict[str, Any]]:
     found = [json.loads(p.read_text()) for p in sorted(folder.glob("*_report.json"))]
     return sorted(found, key=lambda r: (r["kind"] != "dyn4", r["state"]))
-
-
-def regime_checks(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """The three checks of the mini study's regime for one source seed, with their numbers."""
-    tickets = {r["state"]: r["test_accuracy"] for r in reports if r["kind"] == "dyn4"}
-    randoms = {r["state"]: r["test_accuracy"] for r in reports if r["kind"] == "random"}
-    dense = tickets.get(0, float("nan"))
-    worst = min(
-        (tickets[k] - dense for k in tickets if 0 < k <= MATCH_THROUGH_STATE), default=float("nan")
-    )
-    sparsest = max(randoms, default=None)
-    gap = tickets[sparsest] - randoms[sparsest] if sparsest in tickets else float("nan")
-    return {
-        "dense_accuracy": dense,
-        "dense_ok": dense >= MIN_DENSE_ACCURACY,
-        f"worst_ticket_minus_dense_through_state_{MATCH_THROUGH_STATE}": worst,
-        "tickets_match_ok": worst >= -MATCH_TOLERANCE,
-        "random_state": sparsest,
-        "ticket_minus_random": gap,
-        "random_below_ok": gap >= RANDOM_GAP,
-    }
 
 
 def build_manifest(
@@ -179,13 +155,14 @@ def load_manifest(root: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def verify(root: str | Path) -> dict[str, Any]:
+def verify(root: str | Path, seeds: Sequence[int] = ()) -> dict[str, Any]:
     """Check the release against its manifest: a non-empty `files` mapping whose entries stay
     inside the release, every listed file present with its sha256, and no file in the release
-    that the manifest does not list (a planted file would be loaded unverified). Errors name
-    the file."""
+    that the manifest does not list (a planted file would be loaded unverified); and that it
+    ships every source seed in `seeds`. Errors name the file or the seeds."""
     root = resolve_path(root)
     manifest = load_manifest(root)
+    _require_seeds(manifest, root, seeds)
     files = manifest["files"]
     if not isinstance(files, dict) or not files:
         raise TicketError(
@@ -225,6 +202,18 @@ def verify(root: str | Path) -> dict[str, Any]:
                 f"{path}: sha256 differs from {root / MANIFEST} (the file was altered); {fix}"
             )
     return manifest
+
+
+def _require_seeds(manifest: dict[str, Any], root: Path, seeds: Sequence[int]) -> None:
+    """Refuse a study that reads source seeds the release does not ship yet (a tier whose
+    sources are still training is never looked at in part)."""
+    absent = sorted(set(seeds) - set(manifest["seeds"]))
+    if absent:
+        shown = ", ".join(map(str, absent[:3])) + (f", ... {absent[-1]}" if len(absent) > 3 else "")
+        raise TicketError(
+            f"{root} ships {len(manifest['seeds'])} source models; the study also reads "
+            f"{len(absent)} it lacks ({shown}): train them first (python -m lib.tickets make)"
+        )
 
 
 def _materialize(root: Path, files: dict[str, dict[str, Any]]) -> None:
@@ -398,25 +387,6 @@ def compare(manifest: dict[str, Any], remade: dict[str, Any]) -> list[str]:
     )
     lines.append(f"{same} of {len(shipped_files)} files bit-identical to the shipped ones")
     return lines
-
-
-def regime_lines(manifest: dict[str, Any]) -> tuple[list[str], bool]:
-    """One line per source seed of `manifest`: the mini study's regime checks on its
-    tickets; and whether every check passed."""
-    lines, passed = [], True
-    for seed, c in sorted(manifest.get("regime_checks", {}).items()):
-        worst = c[f"worst_ticket_minus_dense_through_state_{MATCH_THROUGH_STATE}"]
-        ok = {k: c[k] for k in ("dense_ok", "tickets_match_ok", "random_below_ok")}
-        word = {k: "ok" if v else "FAILS" for k, v in ok.items()}
-        passed = passed and all(ok.values())
-        lines.append(
-            f"seed {seed}: dense {c['dense_accuracy']:.4f} (>= {MIN_DENSE_ACCURACY}: "
-            f"{word['dense_ok']}); worst ticket - dense through state {MATCH_THROUGH_STATE} "
-            f"{worst:+.4f} (>= -{MATCH_TOLERANCE}: {word['tickets_match_ok']}); ticket - "
-            f"random at state {c['random_state']} {c['ticket_minus_random']:+.4f} "
-            f"(>= {RANDOM_GAP}: {word['random_below_ok']})"
-        )
-    return lines, passed
 
 
 def main(argv: list[str] | None = None) -> int:
