@@ -11,7 +11,7 @@ FASHION_DEB := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 export PYTHONHASHSEED := 0
 
-.PHONY: setup notebook-filter lock data study study-deep study-vp-methods tickets smoke test lint lab bench \
+.PHONY: setup notebook-filter lock data study study-deep study-confirm study-vp-methods tickets smoke test lint lab bench \
 	clean distclean slurm-up slurm-down
 
 setup: $(INSTALLED) $(KERNEL) notebook-filter
@@ -70,6 +70,12 @@ study: data
 # tier gives which interval widths).
 study-deep: data
 	$(PY) -m lib.sweep params/deep.yaml --workers 2
+
+# The confirmatory tier (issue 37; registered in docs/preregistration.md before it ran): 96
+# fresh source models (tickets/glyphs-confirm, trained by tools/train-confirm), only what the
+# registered analyses read. Refused until the release ships all 96.
+study-confirm: data
+	$(PY) -m lib.sweep params/confirm.yaml --workers 2
 
 # Study slice of issue 20: ILM vs BLM vs BLM+ and expansive vs SMM prompts, dense vs the
 # sparsest ticket on MNIST (params/vp_methods.yaml; about an hour here, one notebook at a time).
