@@ -10,10 +10,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
 from lib.models.states import kept_fraction
 from lib.report.figures import METHOD_NAMES, legend_entries, lines_vs_sparsity, mark_empty, tidy
 from lib.report.run import calibration_title, reliability
+from lib.study.adjusted import adjusted_mean
 from lib.study.console import shots_label
 from lib.study.findings import CALIBRATION_METRICS, dense_vs_ticket
 
@@ -208,12 +210,18 @@ def equal_accuracy(df: pd.DataFrame, metric: str, state: int, method: str = "vp"
     ax.axhline(0, color="0.6", lw=0.8)
     ax.axvline(0, color="0.6", lw=0.8)
     if len(by_source) >= 3 and by_source["acc"].std() > 0:
-        slope, intercept = np.polyfit(by_source["acc"], by_source["cal"], 1)
+        est = adjusted_mean(pairs["cal"], pairs["acc"])
+        slope, intercept = est["slope"], est["effect"]
         xs = np.linspace(min(0.0, by_source["acc"].min()), by_source["acc"].max(), 50)
-        label = f"fit: {intercept:+.3f} at equal accuracy, slope {slope:+.2f}"
+        label = (
+            f"at equal accuracy: {intercept:+.3f} [{est['low']:+.3f}, {est['high']:+.3f}]"
+            f"\nslope {slope:+.2f}"
+        )
         ax.plot(xs, intercept + slope * xs, color="C0", lw=1.5, label=label)
-        ax.plot([0], [intercept], "o", color="C0")
+        below, above = intercept - est["low"], est["high"] - intercept
+        ax.errorbar([0], [intercept], yerr=[[below], [above]], fmt="o", color="C0", capsize=3)
         ax.legend(loc="best", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.set(
         xlabel=f"accuracy change, ticket {state} - dense",
         ylabel=f"{name} change, ticket - dense",
