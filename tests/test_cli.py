@@ -16,7 +16,13 @@ from lib.core.utils import project_root
 from lib.study import console
 
 ENTRY_POINTS = ["lib.sweep", "lib.transfer", "lib.tickets", "lib.compare", "lib.fake_data"]
-BENCH_SCRIPTS = ["bench_lp.py", "bench_vp.py", "bench_roofline.py", "bench_study.py", "bench_sources.py"]
+BENCH_SCRIPTS = [
+    "bench_lp.py",
+    "bench_vp.py",
+    "bench_roofline.py",
+    "bench_study.py",
+    "bench_sources.py",
+]
 
 
 def _python(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:

@@ -373,14 +373,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the kernels in /proc")
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_the_sweep_cleanly_and_it_resumes(outputs, tickets, tmp_path, signum):
-    grid = [{"seed": [1, 2, 3]}, {"network": "ticket", "sparsity": 2, "seed": [1, 2, 3]}]
-    path = _params(tmp_path, tickets, "stop", grid)
-    records = outputs / "stop" / "records"
-    log = tmp_path / "first.log"
+def _stop_after_a_record(path: Path, records: Path, signum: int, log: Path) -> str:
+    """Run the sweep until one more record than now exists, send it `signum`; check that
+    it stopped cleanly (its code, its message, no kernel left running); its output."""
+    before = len(list(records.glob("*.json")))
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "lib.sweep", str(path), "--no-report"],
@@ -391,7 +387,7 @@ def test_signal_stops_the_sweep_cleanly_and_it_resumes(outputs, tickets, tmp_pat
         )
         try:
             deadline = time.monotonic() + 240
-            while not list(records.glob("*.json")):
+            while len(list(records.glob("*.json"))) <= before:
                 assert proc.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, log.read_text()
                 time.sleep(0.05)
@@ -405,20 +401,34 @@ def test_signal_stops_the_sweep_cleanly_and_it_resumes(outputs, tickets, tmp_pat
     assert code == 128 + signum, text
     assert "Traceback" not in text, text
     assert f"[sweep] stopped by {signal.Signals(signum).name}" in text
-    assert "runs of 'stop' have their record" in text
     assert f"[sweep] resume with: python -m lib.sweep {path} --no-report" in text
     deadline = time.monotonic() + 10
     while any(_alive(k) for k in kernels):
         assert time.monotonic() < deadline, "kernels still running after the sweep stopped"
         time.sleep(0.1)
-    assert not _hidden(outputs / "stop") and not (outputs / "stop" / "sweep.lock").exists()
+    return text
 
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the kernels in /proc")
+def test_sigint_and_sigterm_stop_the_sweep_cleanly_and_it_resumes(outputs, tickets, tmp_path):
+    """Stopped by SIGINT, then its resumption stopped by SIGTERM, then resumed to the end:
+    every record written before a stop is kept unchanged."""
+    grid = [{"seed": [1, 2, 3]}, {"network": "ticket", "sparsity": 2, "seed": [1, 2, 3]}]
+    path = _params(tmp_path, tickets, "stop", grid)
+    records = outputs / "stop" / "records"
+    text = _stop_after_a_record(path, records, signal.SIGINT, tmp_path / "first.log")
+    assert "runs of 'stop' have their record" in text
+    assert not _hidden(outputs / "stop") and not (outputs / "stop" / "sweep.lock").exists()
     first = _hashes(records)
-    assert 1 <= len(first) < 6
+    assert 1 <= len(first) < 5
+    _stop_after_a_record(path, records, signal.SIGTERM, tmp_path / "second.log")
+    second = _hashes(records)
+    assert len(first) < len(second) < 6 and {k: second[k] for k in first} == first
     done = _run(["-m", "lib.sweep", str(path), "--no-report"])
     assert done.returncode == 0, done.stdout + done.stderr
     after = _hashes(records)
-    assert len(after) == 6 and {k: after[k] for k in first} == first  # earlier ones unchanged
+    assert len(after) == 6 and {k: after[k] for k in second} == second  # earlier ones unchanged
     assert len(list((outputs / "stop" / "runs").glob("*-????????.ipynb"))) == 2
     assert not _hidden(outputs / "stop")
 
