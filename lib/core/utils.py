@@ -130,6 +130,17 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+def torch_bytes(obj: Any) -> bytes:
+    """The bytes atomic_torch_save writes for `obj` (torch.save to a file object), in memory."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def set_seed(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return a torch Generator seeded the same way."""
     import numpy as np

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lib.core.utils import atomic_torch_save
+from lib.core.utils import atomic_torch_save, atomic_write_bytes, torch_bytes
 
 PACKED = "packed.npz"
 FORMAT = 1
@@ -93,14 +93,9 @@ def pack(folder: str | Path, checkpoints: list[str]) -> Path:
         arrays[f"{name}/kept"] = torch.cat(kept).numpy() if kept else np.zeros(0, np.float32)
         arrays[f"{name}/negative_zeros"] = _bits(torch.cat(negative)) if negative else np.zeros(0)
     arrays[_INDEX] = np.frombuffer(json.dumps(index).encode(), dtype=np.uint8)
-    out = folder / PACKED
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.unlink(missing_ok=True)  # never write through a planted link
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(out)
-    return out
+    return atomic_write_bytes(folder / PACKED, buffer.getvalue())
 
 
 def _read(archive: Path) -> tuple[dict[str, Any], Any]:
@@ -163,9 +158,7 @@ def rebuild(archive: str | Path, name: str) -> dict[str, torch.Tensor]:
 
 def digest(archive: str | Path, name: str) -> str:
     """The sha256 of file `name` as `unpack` writes it, computed in memory."""
-    buffer = io.BytesIO()
-    torch.save(rebuild(archive, name), buffer)
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
+    return hashlib.sha256(torch_bytes(rebuild(archive, name))).hexdigest()
 
 
 def unpack(archive: str | Path, names: list[str]) -> list[Path]:
