@@ -1,0 +1,159 @@
+"""Issue 41, the remaining cases: damaged data and unusable places end in one line naming the
+file or folder (exit status 2); failing notebooks in a short message, never a stale report;
+a done-check that checks what it vouches for; caches keyed on content; no non-finite metric
+dropped unseen; no figure written through a planted link. In-process where possible, fast.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lib.study import sweep
+
+SMALL = {
+    "dataset": "digits",
+    "method": "lp",
+    "network": "dense",
+    "epochs": 2,
+    "n_shot": 3,
+    "train_pool": 100,
+    "max_val": 20,
+    "max_test": 30,
+}
+
+
+def _params(tmp_path: Path, tickets: Path, study: str = "h", **defaults) -> Path:
+    params = {
+        "study": study,
+        "report": False,
+        "defaults": {**SMALL, "pretrained_dir": str(tickets), **defaults},
+        "grid": {"seed": [1]},
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _refused(capsys, argv: list[str], *messages: str, cli=sweep.cli) -> str:
+    """The command exits 2 with one line on stderr matching every one of `messages`."""
+    saved = sys.argv
+    sys.argv = ["prog", *argv]
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli()
+    finally:
+        sys.argv = saved
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2, err
+    lines = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for message in messages:
+        assert re.search(message, lines[0]), lines[0]
+    return lines[0]
+
+
+# ---------------------------------------------------------------- 1. damaged data, a file as root
+
+
+def _idx(path: Path, n: int, images: bool) -> None:
+    """A raw MNIST-format (IDX) file of n blank images or n zero labels."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = struct.pack(">IIII", 2051, n, 28, 28) if images else struct.pack(">II", 2049, n)
+    path.write_bytes(header + bytes(n * (784 if images else 1)))
+
+
+def _fashion_raw(data: Path, n: int = 40) -> Path:
+    raw = data / "FashionMNIST" / "raw"
+    for split in ("train", "t10k"):
+        _idx(raw / f"{split}-images-idx3-ubyte", n, True)
+        _idx(raw / f"{split}-labels-idx1-ubyte", n, False)
+    return raw
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda f: f.write_bytes(f.read_bytes()[:1000]),  # truncated: torch's reshape fails
+        lambda f: f.write_bytes(b"garbage" * 10),  # wrong magic: torchvision asserts
+    ],
+)
+@pytest.mark.parametrize("dry", [True, False])
+def test_damaged_dataset_file_is_named(outputs, tickets, tmp_path, capsys, damage, dry):
+    raw = _fashion_raw(tmp_path / "data")
+    damage(raw / "train-images-idx3-ubyte")
+    path = _params(tmp_path, tickets, dataset="fashion_mnist")
+    argv = [str(path), *(["--dry-run"] if dry else [])]
+    _refused(capsys, argv, re.escape(str(raw / "train-images-idx3-ubyte")), "cannot be read")
+    assert not (outputs / "h" / "runs").exists()
+
+
+def test_damaged_gzip_archive_is_named(tmp_path):
+    from lib.datasets.registry import DatasetUnreadable, ensure_fashion_mnist
+
+    source = tmp_path / "debian"
+    source.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        (source / name).write_bytes(gzip.compress(b"\0" * 64))
+    (source / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(range(256)) * 64)[:60])
+    (source / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not a gzip file")
+    with pytest.raises(DatasetUnreadable, match="t10k-images-idx3-ubyte.gz: cannot be read"):
+        ensure_fashion_mnist(tmp_path / "data", source, download=False)
+    assert not (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").exists()
+
+
+def test_damaged_array_file_is_named(tmp_path):
+    import numpy as np
+
+    from lib.datasets.registry import DatasetUnreadable, get_dataset
+
+    folder = tmp_path / "data" / "abide"
+    folder.mkdir(parents=True)
+    np.save(folder / "connectivity.npy", np.zeros((20, 45)))
+    np.save(folder / "labels.npy", np.arange(20) % 2)
+    matrices = folder / "connectivity.npy"
+    matrices.write_bytes(matrices.read_bytes()[:300])
+    with pytest.raises(DatasetUnreadable, match=f"{re.escape(str(matrices))}: cannot be read"):
+        get_dataset("abide", "train", tmp_path / "data", image_size=32)
+
+
+def test_damaged_glyph_cache_is_rendered_again(tmp_path):
+    from lib.datasets.glyphs import cache_path, glyph_tensors
+
+    path = cache_path("test", 2, 1, 0, tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.warns(UserWarning, match="unusable glyph cache"):
+        images, labels = glyph_tensors("test", 2, 1, 0, tmp_path)
+    assert len(images) == len(labels) == 2
+
+
+@pytest.mark.parametrize("below", ["", "sub"])
+@pytest.mark.parametrize("dry", [True, False])
+def test_data_root_that_is_a_file(outputs, tickets, tmp_path, capsys, monkeypatch, below, dry):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder\n")
+    monkeypatch.setenv("SPARSE_VP_DATA", str(afile / below) if below else str(afile))
+    path = _params(tmp_path, tickets)
+    argv = [str(path), *(["--dry-run"] if dry else [])]
+    _refused(capsys, argv, f"data root {re.escape(str(afile))}.* is not a folder")
+    assert afile.read_text() == "not a folder\n"
+
+
+# ---------------------------------------------------------------- 3. lib.fake_data's root
+
+
+@pytest.mark.parametrize("where", ["afile", "afile/sub", "/proc/sparse-vp-fake"])
+def test_fake_data_root_that_cannot_hold_folders(tmp_path, capsys, where):
+    from lib.datasets import fake_data
+
+    (tmp_path / "afile").write_text("x")
+    root = where if where.startswith("/") else str(tmp_path / where)
+    _refused(capsys, [root, "--datasets", "abide"], re.escape(root), cli=fake_data.cli)
+    assert (tmp_path / "afile").read_text() == "x"
