@@ -157,3 +157,113 @@ def test_fake_data_root_that_cannot_hold_folders(tmp_path, capsys, where):
     root = where if where.startswith("/") else str(tmp_path / where)
     _refused(capsys, [root, "--datasets", "abide"], re.escape(root), cli=fake_data.cli)
     assert (tmp_path / "afile").read_text() == "x"
+
+
+# ---------------------------------------------------------------- 2, 4. failing notebooks
+
+
+def _papermill_error() -> Exception:
+    from papermill.exceptions import PapermillExecutionError
+
+    trace = ["Traceback (most recent call last):", *(f"  frame {i}" for i in range(90))]
+    return PapermillExecutionError(3, 4, "run()", "RuntimeError", "no NVIDIA driver\nmore", trace)
+
+
+def _failing_notebook(monkeypatch, module) -> list[Path]:
+    """Make `module.execute_notebook` fail as papermill does: *.failed.ipynb and an error."""
+    from lib.core import paths
+
+    outputs = []
+
+    def execute(name, output, parameters):
+        outputs.append(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        paths.failed_notebook(output).write_text("{}")
+        raise _papermill_error()
+
+    monkeypatch.setattr(module, "execute_notebook", execute)
+    return outputs
+
+
+def _transfer_flags(tickets: Path, results: Path | str) -> list[str]:
+    flags = ["--model", "cifar_resnet_20_8", "--pretrained_dir", str(tickets), "--network"]
+    flags += ["LT", "--sparsity", "2", "--dataset", "digits", "--method", "lp", "--n_shot", "3"]
+    return [*flags, "--epoch", "1", "--results_path", str(results)]
+
+
+def test_failing_transfer_run_is_one_line(outputs, tickets, capsys, monkeypatch):
+    from lib.study import executions, seed_cli
+
+    _failing_notebook(monkeypatch, executions)
+    line = _refused(
+        capsys,
+        _transfer_flags(tickets, outputs),
+        r"run digits-lt2-lp-3shot-s4-\w+ failed: cell 4: RuntimeError: no NVIDIA driver;",
+        r"the traceback is in .*/cli/runs/digits-lt2-lp-3shot-s4-\w+\.failed\.ipynb$",
+        cli=seed_cli.cli,
+    )
+    assert "frame" not in line
+
+
+@pytest.mark.parametrize("where", ["/proc/sparse-vp-results", "afile", "afile/sub"])
+def test_transfer_results_path_that_cannot_be_written(outputs, tickets, tmp_path, capsys, where):
+    from lib.study import seed_cli
+
+    (tmp_path / "afile").write_text("x")
+    results = where if where.startswith("/") else str(tmp_path / where)
+    line = _refused(
+        capsys,
+        _transfer_flags(tickets, results),
+        f"--results_path '{re.escape(results)}': cannot write there",
+        cli=seed_cli.cli,
+    )
+    assert "run " not in line  # refused before any run
+    assert (tmp_path / "afile").read_text() == "x" and not list(tmp_path.glob("**/.probe-*"))
+
+
+def _study_with_records(outputs, tickets, tmp_path, report: bool = False) -> Path:
+    """A params file of one LP run whose record and executed notebook exist."""
+    import nbformat
+
+    from lib.study import results
+    from lib.study.grid import expand_grid, load_params
+
+    path = _params(tmp_path, tickets)
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**params, "report": report}))
+    configs = expand_grid(load_params(path))
+    for cfg in configs:
+        metrics = {"test": {"accuracy": 0.5, "ece": 0.1}}
+        record = {"run_key": cfg.run_key, "study": "h", "params": cfg.to_dict()}
+        results.write_record({**record, "metrics": metrics})
+    for execution in sweep.plan(configs):
+        execution.output.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nbformat.v4.new_notebook(), execution.output)
+    return path
+
+
+def test_failing_report_removes_the_stale_report(outputs, tickets, tmp_path, capsys, monkeypatch):
+    from lib.study import stages
+
+    path = _study_with_records(outputs, tickets, tmp_path, report=True)
+    folder = outputs / "h"
+    (folder / "report.html").write_text("<p>yesterday's report</p>")
+    (folder / "report.ipynb").write_text("{}")
+    _failing_notebook(monkeypatch, stages)
+    _refused(
+        capsys,
+        [str(path)],
+        "the report of h failed: cell 4: RuntimeError: no NVIDIA driver",
+        "report.failed.ipynb",
+        "the previous report.ipynb and report.html removed",
+    )
+    assert not (folder / "report.html").exists() and not (folder / "report.ipynb").exists()
+    assert (folder / "results.csv").is_file()  # the runs' results are written all the same
+
+
+def test_failing_pretrain_stage_is_one_line(outputs, monkeypatch):
+    from lib.study import stages
+
+    _failing_notebook(monkeypatch, stages)
+    with pytest.raises(stages.NotebookFailed, match="the pretrain stage of h failed: cell 4"):
+        stages.pretrain({"study": "h", "pretrain": {"max_state": 1, "random_states": [1]}})

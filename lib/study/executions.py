@@ -71,6 +71,16 @@ class SweepInterrupted(KeyboardInterrupt):
         self.outcomes = outcomes or []
 
 
+class NotebookFailed(RuntimeError):
+    """A notebook stopped with an error: one line naming what failed, the error and the
+    executed notebook that holds the traceback (commands print it instead of papermill's)."""
+
+    def __init__(self, what: str, error: BaseException, output: Path, note: str = "") -> None:
+        where = paths.failed_notebook(output)
+        details = f"; the traceback is in {where}" if where.is_file() else ""
+        super().__init__(f"{what} failed: {_describe(error)}{details}{note}")
+
+
 def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> None:
     """papermill into a temporary file, renamed on success; a failure keeps *.failed.ipynb."""
     import papermill

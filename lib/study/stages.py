@@ -15,7 +15,7 @@ from typing import Any
 
 from lib.core.utils import atomic_write_json, atomic_write_text, project_root
 from lib.study import console, results
-from lib.study.executions import NOTEBOOKS, execute_notebook
+from lib.study.executions import NOTEBOOKS, NotebookFailed, execute_notebook
 
 
 class Stamp:
@@ -48,12 +48,12 @@ def pretrain(params: dict[str, Any]) -> None:
         flush=True,
     )
     start = time.perf_counter()
+    output = results.study_dir(study) / "pretrain.ipynb"
     with console.LevelWatcher(pretrain_folder(settings), levels):
-        execute_notebook(
-            "pretrain_source.ipynb",
-            results.study_dir(study) / "pretrain.ipynb",
-            pretrain_parameters(settings),
-        )
+        try:
+            execute_notebook("pretrain_source.ipynb", output, pretrain_parameters(settings))
+        except Exception as error:  # one line; the levels it finished are kept
+            raise NotebookFailed(f"the pretrain stage of {study}", error, output) from None
     print(f"[sweep] pretraining done in {console.duration(time.perf_counter() - start)}")
     stamp.write()
 
@@ -106,8 +106,17 @@ def report(study: str) -> Path | None:
         return output.with_suffix(".html")
     print(f"[sweep] report over {len(records)} records", flush=True)
     start = time.perf_counter()
-    execute_notebook("report.ipynb", output, {"study": study})
-    html = export_html(output)
+    try:
+        execute_notebook("report.ipynb", output, {"study": study})
+        html = export_html(output)
+    except Exception as error:
+        # The previous report no longer matches the records: never leave it to read as current.
+        stale = [p for p in (output, output.with_suffix(".html")) if p.is_file()]
+        for path in stale:
+            path.unlink()
+        note = f"; the previous {' and '.join(p.name for p in stale)} removed (not current)"
+        note = note if stale else ""
+        raise NotebookFailed(f"the report of {study}", error, output, note) from None
     stamp.write()
     print(f"[sweep] report written in {console.duration(time.perf_counter() - start)}: {html}")
     return html

@@ -42,6 +42,7 @@ from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep'
     KERNEL,
     NOTEBOOKS,
     Execution,
+    NotebookFailed,
     Outcome,
     SweepInterrupted,
     execute_notebook,
@@ -490,9 +491,8 @@ def _run(
 
 def cli() -> NoReturn:
     """`python -m lib.sweep`: main() as a command."""
-    run_main(
-        main, "python -m lib.sweep", (ValueError, FileNotFoundError, StudyLocked, UnwritableOutput)
-    )
+    errors = (ValueError, FileNotFoundError, StudyLocked, UnwritableOutput, NotebookFailed)
+    run_main(main, "python -m lib.sweep", errors)
 
 
 if __name__ == "__main__":
