@@ -9,12 +9,14 @@ from __future__ import annotations
 import gzip
 import re
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from lib.core.utils import project_root
 from lib.study import sweep
 
 SMALL = {
@@ -267,3 +269,22 @@ def test_failing_pretrain_stage_is_one_line(outputs, monkeypatch):
     _failing_notebook(monkeypatch, stages)
     with pytest.raises(stages.NotebookFailed, match="the pretrain stage of h failed: cell 4"):
         stages.pretrain({"study": "h", "pretrain": {"max_state": 1, "random_states": [1]}})
+
+
+# ---------------------------------------------------------------- 5. a Python outside .venv
+
+
+@pytest.mark.parametrize("command", ["lib.sweep", "lib.transfer", "lib.compare", "lib.fake_data"])
+def test_command_outside_the_environment_says_which_python(command):
+    # -S: no site-packages, as a system python3 without the project's packages
+    done = subprocess.run(
+        [sys.executable, "-S", "-m", command, "--help"],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert f"python -m {command}: error: this Python" in line and "lacks" in line
+    assert f".venv/bin/python -m {command}" in line and "make" in line
