@@ -288,3 +288,52 @@ def test_command_outside_the_environment_says_which_python(command):
     (line,) = done.stderr.splitlines()
     assert f"python -m {command}: error: this Python" in line and "lacks" in line
     assert f".venv/bin/python -m {command}" in line and "make" in line
+
+
+# ---------------------------------------------------------------- 7, 8. done-checks that check
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda f: f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2]),  # cut JSON
+        lambda f: f.write_text("{}"),  # JSON, not a notebook
+        lambda f: f.write_bytes(b""),
+    ],
+)
+def test_truncated_executed_notebook_is_executed_again(outputs, tickets, tmp_path, capsys, damage):
+    from lib.study.grid import expand_grid, load_params
+
+    path = _study_with_records(outputs, tickets, tmp_path)
+    (execution,) = sweep.plan(expand_grid(load_params(path)))
+    assert execution.done
+    damage(execution.output)
+    (execution,) = sweep.plan(expand_grid(load_params(path)))
+    assert not execution.done
+    assert sweep.main([str(path), "--dry-run"]) == 0
+    assert f"todo  {execution.key}" in capsys.readouterr().out
+
+
+def test_pretrain_stamp_reruns_when_a_ticket_file_is_gone(outputs, monkeypatch):
+    from lib.study import stages
+
+    settings = {"max_state": 1, "random_states": [1], "out_dir": "outputs/checkpoints/src"}
+    params = {"study": "h", "pretrain": settings}
+    calls = []
+
+    def execute(name, output, parameters):
+        calls.append(name)
+        for file in stages.pretrain_outputs(settings):
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(b"ticket")
+
+    monkeypatch.setattr(stages, "execute_notebook", execute)
+    files = stages.pretrain_outputs(settings)
+    assert len(files) == 6 and all(outputs / "checkpoints" / "src" in f.parents for f in files)
+    stages.pretrain(params)
+    stages.pretrain(params)
+    assert calls == ["pretrain_source.ipynb"]  # unchanged and complete: not run again
+    files[3].unlink()  # the state-1 mask the stamp vouched for
+    assert not stages.pretrain_stamp(params).fresh
+    stages.pretrain(params)
+    assert len(calls) == 2 and files[3].is_file()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,26 +20,51 @@ from lib.study.executions import NOTEBOOKS, NotebookFailed, execute_notebook
 
 
 class Stamp:
-    """Remembers the inputs a stage last ran with, so re-running it unchanged does nothing."""
+    """Remembers the inputs a stage last ran with, so re-running it unchanged does nothing;
+    `outputs`, the files the stage makes, must all still be there (one deleted: it runs)."""
 
-    def __init__(self, study: str, name: str, inputs: Any) -> None:
+    def __init__(self, study: str, name: str, inputs: Any, outputs: Sequence[Path] = ()) -> None:
         self.path = results.study_dir(study) / ".stamps" / f"{name}.json"
         self.digest = hashlib.sha1(
             json.dumps(inputs, sort_keys=True, default=str).encode()
         ).hexdigest()
+        self.outputs = list(outputs)
 
     @property
     def fresh(self) -> bool:
-        return self.path.is_file() and json.loads(self.path.read_text())["digest"] == self.digest
+        try:
+            same = json.loads(self.path.read_text())["digest"] == self.digest
+        except (OSError, ValueError, KeyError, TypeError):  # none, or not a stamp: run again
+            return False
+        return same and all(p.is_file() for p in self.outputs)
 
     def write(self) -> None:
-        atomic_write_json(self.path, {"digest": self.digest})
+        atomic_write_json(self.path, {"digest": self.digest, "outputs": self.outputs})
+
+
+def pretrain_stamp(params: dict[str, Any]) -> Stamp:
+    """The pretrain stage's stamp: its settings, and every ticket file it makes."""
+    settings = params.get("pretrain")
+    return Stamp(params["study"], "pretrain", settings, pretrain_outputs(settings or {}))
+
+
+def pretrain_outputs(settings: dict[str, Any]) -> list[Path]:
+    """The ticket files (checkpoint and mask) of every level the pretrain stage trains."""
+    if not settings:
+        return []
+    from lib.models.backbone import ticket_paths
+    from lib.models.pretrain import SourceConfig
+
+    cfg = SourceConfig(**settings)
+    levels = [(k, "dyn4") for k in range(cfg.max_state + 1)]
+    levels += [(k, "random") for k in cfg.random_states]
+    return [p for k, kind in levels for p in ticket_paths(cfg.output_path, cfg.arch, k, kind)]
 
 
 def pretrain(params: dict[str, Any]) -> None:
     """Source model and tickets (the notebook caches everything it trains)."""
     study, settings = params["study"], params.get("pretrain")
-    stamp = Stamp(study, "pretrain", settings)
+    stamp = pretrain_stamp(params)
     if not settings or stamp.fresh:
         return
     levels = pretrain_levels(settings)
