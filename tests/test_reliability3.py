@@ -337,3 +337,49 @@ def test_pretrain_stamp_reruns_when_a_ticket_file_is_gone(outputs, monkeypatch):
     assert not stages.pretrain_stamp(params).fresh
     stages.pretrain(params)
     assert len(calls) == 2 and files[3].is_file()
+
+
+# ---------------------------------------------------------------- 6. the LP feature cache
+
+
+def test_feature_cache_follows_data_changed_in_place(outputs, tiny_config):
+    import torch
+    from torch import nn
+
+    from lib.study.features import cached_features
+
+    cfg = tiny_config(study="h", method="lp")
+    torch.manual_seed(0)
+    extractor = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    images, labels = torch.rand(12, 3, 8, 8), torch.arange(12) % 3
+    first, _ = cached_features(cfg, extractor, (images, labels), "train", torch.device("cpu"))
+    again, _ = cached_features(cfg, extractor, (images, labels), "train", torch.device("cpu"))
+    assert torch.equal(first, again) and len(list((outputs / "cache").rglob("*.pt"))) == 1
+    images.zero_()  # the same tensors, zeroed in place: same sizes, other content
+    zeroed, _ = cached_features(cfg, extractor, (images, labels), "train", torch.device("cpu"))
+    with torch.no_grad():
+        assert torch.allclose(zeroed, extractor(images))
+    labels[0] = 2  # labels alone changed: other features file too
+    cached_features(cfg, extractor, (images, labels), "train", torch.device("cpu"))
+    assert len(list((outputs / "cache").rglob("*.pt"))) == 3
+
+
+def test_file_backed_dataset_digest_follows_its_files(tmp_path):
+    import os
+
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from lib.study.features import content_digest
+
+    folder = tmp_path / "dtd"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "a.jpg").write_bytes(b"jpeg")
+    data = TensorDataset(torch.zeros(2, 3, 4, 4), torch.tensor([0, 1]))
+    data.targets = [0, 1]
+    before = content_digest(data, folder)
+    assert content_digest(data, folder) == before
+    os.utime(folder / "images" / "a.jpg", ns=(1, 1))  # rewritten in place: another mtime
+    assert content_digest(data, folder) != before
+    (folder / "images" / "b.jpg").write_bytes(b"jpeg")
+    assert len({before, content_digest(data, folder)}) == 2
