@@ -383,3 +383,32 @@ def test_file_backed_dataset_digest_follows_its_files(tmp_path):
     assert content_digest(data, folder) != before
     (folder / "images" / "b.jpg").write_bytes(b"jpeg")
     assert len({before, content_digest(data, folder)}) == 2
+
+
+# ---------------------------------------------------------------- 9. lib.compare and NaN / inf
+
+
+def test_compare_counts_and_prints_non_finite_metrics(monkeypatch):
+    import math
+
+    import pandas as pd
+
+    from lib.study import compare, findings
+
+    columns = ["finding", "measure", "verdict", "effect", "low", "high", "margin"]
+    monkeypatch.setattr(findings, "findings", lambda *a, **k: pd.DataFrame(columns=columns))
+    design = {"dataset": "digits", "method": "lp", "network": "dense", "sparsity": 0}
+    a = pd.DataFrame([{**design, "run_key": f"r{i}", "seed": i, "test_ece": 0.1} for i in range(4)])
+    b = a.copy()
+    b.loc[1, "test_ece"], b.loc[2, "test_ece"] = math.nan, math.inf
+    result = compare.compare(a, b)
+    row = result["metrics"].set_index("metric").loc["test_ece"]
+    assert (row["non-finite A"], row["non-finite B"]) == ("", "1 nan, 1 inf")
+    assert row["runs"] == 2 and row["changed"] == 2  # the two runs that became non-finite
+    assert row["mean B"] == pytest.approx(0.1)  # over the finite values, and said so:
+    lines = compare.report_lines(result, "A", "B")
+    assert "  test_ece: not finite in A: none; in B: 1 nan, 1 inf (left out of the means" in (
+        "\n".join(lines)
+    )
+    assert not result["identical"]
+    compare.figure(result, "A", "B")  # limits from the finite values
