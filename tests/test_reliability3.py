@@ -412,3 +412,53 @@ def test_compare_counts_and_prints_non_finite_metrics(monkeypatch):
     )
     assert not result["identical"]
     compare.figure(result, "A", "B")  # limits from the finite values
+
+
+# ---------------------------------------------------------------- 11. figures and planted links
+
+
+def _plant(path: Path, victim: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(victim)
+
+
+def test_report_figures_are_not_written_through_planted_links(outputs, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib.report.figures import save
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    folder = outputs / "h" / "figures"
+    for suffix in ("png", "svg"):
+        _plant(folder / f"accuracy.{suffix}", victim)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    png, svg = save(fig, folder, "accuracy")
+    assert victim.read_text() == "precious\n"
+    assert not png.is_symlink() and png.read_bytes().startswith(b"\x89PNG")
+    assert not svg.is_symlink() and b"<svg" in svg.read_bytes()
+    plt.close(fig)
+
+
+def test_compare_figure_is_not_written_through_a_planted_link(tmp_path, capsys, monkeypatch):
+    import pandas as pd
+
+    from lib.study import compare, findings
+
+    columns = ["finding", "measure", "verdict", "effect", "low", "high", "margin"]
+    monkeypatch.setattr(findings, "findings", lambda *a, **k: pd.DataFrame(columns=columns))
+    rows = [{"run_key": f"r{i}", "dataset": "digits", "method": "lp", "seed": i} for i in (1, 2)]
+    for name in ("a", "b"):
+        pd.DataFrame(rows).assign(test_accuracy=0.5).to_csv(tmp_path / f"{name}.csv", index=False)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "cmp"
+    _plant(out / "compare.png", victim)
+    assert compare.main([str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--out", str(out)]) == 0
+    assert victim.read_text() == "precious\n"
+    assert not (out / "compare.png").is_symlink()
+    assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")

@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     result = compare(a, b, args.calibration_metric)
     print("\n".join(report_lines(result, name_a, name_b, args.top)))
 
-    from lib.core.utils import atomic_write_text, outputs_dir, resolve_path
+    from lib.core.utils import atomic_savefig, atomic_write_text, outputs_dir, resolve_path
 
     label = "-vs-".join(
         Path(s).stem if s.endswith(".csv") else Path(s).name for s in (args.study_a, args.study_b)
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     out = resolve_path(args.out) if args.out else outputs_dir() / "compare" / label
     out.mkdir(parents=True, exist_ok=True)
     fig = figure(result, name_a, name_b)
-    fig.savefig(out / "compare.png", dpi=120, bbox_inches="tight")
+    atomic_savefig(fig, out / "compare.png", dpi=120, bbox_inches="tight")  # never via a link
     atomic_write_text(out / "deltas.csv", result["matched"].to_csv(index=False))
     atomic_write_text(out / "findings.csv", result["findings"].to_csv(index=False))
     print(f"figure {out / 'compare.png'}; per-run deltas {out / 'deltas.csv'}")
