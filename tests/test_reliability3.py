@@ -462,3 +462,110 @@ def test_compare_figure_is_not_written_through_a_planted_link(tmp_path, capsys, 
     assert victim.read_text() == "precious\n"
     assert not (out / "compare.png").is_symlink()
     assert (out / "compare.png").read_bytes().startswith(b"\x89PNG")
+
+
+# ---------------------------------------------------------------- 10. results.csv, --dry-run
+
+
+def _records(outputs: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in (outputs / "h" / "records").glob("*.json")}
+
+
+def _chattr(flag: str, path: Path) -> bool:
+    done = subprocess.run(["chattr", flag, str(path)], capture_output=True)
+    return done.returncode == 0
+
+
+def test_immutable_results_csv_is_one_line_and_loses_no_record(outputs, tickets, tmp_path, capsys):
+    import shutil
+
+    path = _study_with_records(outputs, tickets, tmp_path)
+    csv = outputs / "h" / "results.csv"
+    csv.write_text("yesterday\n")
+    before = _records(outputs)
+    if not shutil.which("chattr") or not _chattr("+i", csv):
+        pytest.skip("no chattr +i here (needs root on a file system with attributes)")
+    try:
+        _refused(
+            capsys,
+            [str(path)],
+            f"cannot write {re.escape(str(csv))} .Operation not permitted.",
+            "the records are intact",
+        )
+    finally:
+        _chattr("-i", csv)
+    assert _records(outputs) == before and csv.read_text() == "yesterday\n"
+    assert not list(csv.parent.glob(".results.csv.*"))
+
+
+@pytest.mark.parametrize(("code", "reason"), [(13, "Permission denied"), (30, "Read-only file")])
+def test_results_csv_in_a_folder_that_refuses_writes(
+    outputs, tickets, tmp_path, capsys, monkeypatch, code, reason
+):
+    """chmod 555 on the study folder (as a non-root user) or a read-only mount."""
+    import os
+    import tempfile
+
+    path = _study_with_records(outputs, tickets, tmp_path)
+    before = _records(outputs)
+    mkstemp = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if Path(dir) == outputs / "h":
+            raise OSError(code, os.strerror(code))
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    _refused(capsys, [str(path)], f"cannot write .*results.csv .{reason}", "records are intact")
+    assert _records(outputs) == before
+
+
+def test_read_only_results_csv_is_rebuilt_from_the_records(outputs, tickets, tmp_path):
+    """chmod 444 results.csv: a derived file, replaced by a rename (as any user may)."""
+    from lib.study import results
+
+    path = _study_with_records(outputs, tickets, tmp_path)
+    csv = outputs / "h" / "results.csv"
+    csv.write_text("yesterday\n")
+    csv.chmod(0o444)
+    before = _records(outputs)
+    assert sweep.main([str(path)]) == 0
+    assert csv.read_text() == results.results_frame("h").to_csv(index=False)
+    assert _records(outputs) == before
+
+
+def _release(tmp_path: Path, tickets: Path) -> Path:
+    """A one-source ticket release of the `tickets` fixture, with its manifest."""
+    import json
+    import shutil
+
+    from lib.study.tickets import MANIFEST, build_manifest
+
+    root = tmp_path / "release"
+    folder = root / "seed0"
+    shutil.copytree(tickets, folder)
+    for kind, state, acc in (("dyn4", 0, 0.98), ("dyn4", 1, 0.98), ("dyn4", 2, 0.97)):
+        report = {"kind": kind, "state": state, "test_accuracy": acc, "sparsity": 1 - 0.8**state}
+        name = f"cifar_resnet_20_8_{kind}_{state}_report.json"
+        (folder / name).write_text(json.dumps({**report, "checkpoint": "c", "mask": "m"}))
+    report = {"kind": "random", "state": 2, "test_accuracy": 0.9, "sparsity": 0.36}
+    report = {**report, "checkpoint": "c", "mask": "m"}
+    (folder / "cifar_resnet_20_8_random_2_report.json").write_text(json.dumps(report))
+    (folder / "source_config.json").write_text(json.dumps({"epochs": 6, "seed": 0}))
+    (root / MANIFEST).write_text(json.dumps(build_manifest(root, [0], "test-v1")))
+    return root
+
+
+def test_dry_run_verifies_the_shipped_tickets(outputs, tickets, tmp_path, capsys):
+    root = _release(tmp_path, tickets)
+    path = _params(tmp_path, root / "seed0", network="ticket", sparsity=1)
+    params = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump({**params, "tickets": str(root)}))
+    assert sweep.main([str(path), "--dry-run"]) == 0
+    assert "test-v1: tickets match the manifest" in capsys.readouterr().out
+    mask = root / "seed0" / "cifar_resnet_20_8_dyn4_1_mask.pth"
+    data = bytearray(mask.read_bytes())
+    data[-1] ^= 1
+    mask.write_bytes(bytes(data))
+    _refused(capsys, [str(path), "--dry-run"], f"{re.escape(str(mask))}: sha256 differs")
+    assert not outputs.exists()
