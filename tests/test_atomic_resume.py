@@ -228,7 +228,7 @@ def _direct_writes(tree: ast.AST) -> list[int]:
             owner = func.value.id if isinstance(func.value, ast.Name) else ""
             bad = (
                 (owner, func.attr) in DIRECT_WRITES
-                or func.attr in ("write_text", "write_bytes")
+                or func.attr in ("write_text", "write_bytes", "savefig")  # savefig: follows links
                 or (func.attr == "to_csv" and bool(node.args))  # to_csv() -> str is fine
                 or (func.attr == "open" and _write_mode(node.args[:1]))  # Path.open("w")
             )

@@ -13,6 +13,7 @@ import re
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 import yaml
 
@@ -257,7 +258,7 @@ def _grid_with_records(outputs, tickets, tmp_path):
         )
     (execution,) = sweep.plan(configs)
     execution.output.parent.mkdir(parents=True, exist_ok=True)
-    execution.output.write_text("{}")
+    nbformat.write(nbformat.v4.new_notebook(), execution.output)  # a readable notebook: done
     return path, configs
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from lib.core.utils import env_value, outputs_dir
@@ -76,6 +77,21 @@ def confined(path: str | Path, what: str) -> Path:
             f"choose a folder under it (or set ${OUTPUTS_ENV})"
         )
     return Path(path)
+
+
+def check_writable(path: str | Path, what: str) -> Path:
+    """`path` if it is a folder, or can become one, that this process can write in; else a
+    ValueError naming it. Nothing is left behind (a probe folder is made and removed)."""
+    path = Path(path).expanduser()
+    place = next(p for p in (path, *path.absolute().parents) if p.exists() or p.is_symlink())
+    try:
+        if not place.is_dir():
+            raise NotADirectoryError(f"{place} is not a folder")
+        os.rmdir(tempfile.mkdtemp(dir=place, prefix=".probe-"))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(f"{what} {str(path)!r}: cannot write there ({reason})") from None
+    return path
 
 
 def study_dir(study: str) -> Path:

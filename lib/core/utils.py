@@ -121,6 +121,16 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def atomic_savefig(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """A matplotlib figure saved through a temporary file and a rename: never a partial image,
+    and never written through a link planted at `path` (the rename replaces the link)."""
+    path = Path(path)
+    kwargs.setdefault("format", path.suffix.lstrip(".") or None)
+    with _replacing(path) as f:
+        fig.savefig(f, **kwargs)
+    return path
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """torch.save through a temporary file and a rename."""
     import torch

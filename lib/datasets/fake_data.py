@@ -426,6 +426,8 @@ def write_fake(root: str | Path, names: list[str] | None = None) -> Path:
         raise ValueError(
             f"unknown dataset(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(WRITERS)}"
         )
+    if (root.exists() or root.is_symlink()) and not root.is_dir():
+        raise ValueError(f"{root} is not a folder; give a folder to write the datasets into")
     marker = root / FAKE_MARKER
     real = [n for n in names if (root / n).exists() and not marker.is_file()]
     if real:
@@ -459,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
         write_fake(args.root, args.datasets)
     except ValueError as error:
         parser.error(str(error))
+    except OSError as error:  # a file on the way to the root, a read-only mount, a full disk
+        where = error.filename or args.root
+        parser.error(f"cannot write into {args.root}: {error.strerror or error} ({where})")
     names = args.datasets or list(WRITERS)
     print(f"[fake_data] {len(names)} datasets in {args.root} ({time.perf_counter() - start:.0f} s)")
     return 0

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import string
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -226,8 +227,11 @@ def glyph_tensors(
     _check_args(split, num_classes, per_class, seed)
     path = cache_path(split, num_classes, per_class, seed, root)
     if path.is_file():
-        cached = torch.load(path, weights_only=True)
-        return cached["images"], cached["labels"]
+        try:
+            cached = torch.load(path, weights_only=True)
+            return cached["images"], cached["labels"]
+        except Exception as error:  # noqa: BLE001 - derived data: a damaged cache is re-rendered
+            warnings.warn(f"{path}: unusable glyph cache ({error}); rendering again", stacklevel=2)
     images, labels = render_glyphs(split, num_classes, per_class, seed)
     atomic_torch_save({"images": images, "labels": labels}, path)
     return images, labels

@@ -61,6 +61,7 @@ from lib.datasets.paper_files import (  # noqa: F401 - COOP_SPLIT_FILES, UnsafeD
     _LocalCIFAR100,
     _LocalFlowers102,
     _LocalSVHN,
+    load_array,
 )
 from lib.datasets.sampling import STREAM_PAPER_SPLIT, stratified_split
 
@@ -392,7 +393,7 @@ def _abide_vectors(name: str, root: Path) -> tuple[np.ndarray, np.ndarray]:
     h5, phenotypes = folder / "abide.hdf5", folder / ABIDE_PHENOTYPES
     if matrices.is_file() and labels.is_file():
         # plain arrays only: an object array would be unpickled
-        x, y = np.load(matrices, allow_pickle=False), np.load(labels, allow_pickle=False)
+        x, y = load_array(matrices), load_array(labels)
         if x.ndim == 3 and x.shape[1] == x.shape[2]:
             x = x[:, *np.triu_indices(x.shape[1], k=1)]
         elif x.ndim != 2:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import math
 import pickle
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,31 @@ ABIDE_PHENOTYPES = "Phenotypic_V1_0b_preprocessed1.csv"
 
 class UnsafeDataFileError(ValueError):
     """A data file of unknown integrity holds something other than plain data."""
+
+
+class DatasetUnreadable(ValueError):
+    """A dataset's files are there but cannot be read (truncated, corrupt), or its data root
+    is not a folder; the message names the file or the root, on one line."""
+
+
+# What a damaged file raises from torchvision, gzip, pickle or PIL (missing files are
+# FileNotFoundError, which callers treat as "not there yet").
+READ_ERRORS = (OSError, EOFError, RuntimeError, AssertionError, pickle.UnpicklingError, zlib.error)
+
+
+def unreadable(what: str | Path, error: BaseException, fix: str = "") -> DatasetUnreadable:
+    """DatasetUnreadable naming `what` and the error's first line."""
+    text = str(error).strip().splitlines()
+    detail = f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    return DatasetUnreadable(f"{what}: cannot be read ({detail}){'; ' + fix if fix else ''}")
+
+
+def load_array(path: Path) -> np.ndarray:
+    """np.load of a plain array (an object array would be unpickled); a damaged file is named."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (*READ_ERRORS, ValueError) as error:
+        raise unreadable(path, error, "a truncated or damaged .npy file?") from None
 
 
 class ImageSelection(Dataset):

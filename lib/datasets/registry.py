@@ -25,6 +25,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from lib.core.utils import atomic_write_bytes, data_root, progress
 from lib.datasets.glyphs import GLYPH_CLASSES, glyph_tensors
 from lib.datasets.paper import PAPER_DATASETS, PARTITIONS
+from lib.datasets.paper_files import READ_ERRORS, DatasetUnreadable, unreadable
 from lib.datasets.sampling import STREAM_MINI_SPLIT, stratified_split
 
 SPLITS = ("train", "test")
@@ -42,6 +43,20 @@ FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+
+
+def check_root(root: Path) -> Path:
+    """`root` if it is a folder or can become one (its nearest existing ancestor is one)."""
+    for place in (root, *root.parents):
+        if place.exists() or place.is_symlink():
+            if not place.is_dir():
+                where = "" if place == root else f": {place}"
+                raise DatasetUnreadable(
+                    f"data root {root}{where} is not a folder (set $SPARSE_VP_DATA or "
+                    "data_root to a folder)"
+                )
+            return root
+    return root
 
 
 @dataclass(frozen=True)
@@ -172,11 +187,27 @@ def _load_digits(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, in
 
 
 def _load_fashion_mnist(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
-    from torchvision.datasets import FashionMNIST
+    """torchvision's FashionMNIST files, read as its class reads them, each file named when
+    it cannot be read."""
+    from torchvision.datasets.mnist import read_image_file, read_label_file
 
-    ensure_fashion_mnist(root)
-    ds = FashionMNIST(str(root), train=split == "train", download=False)
-    return ds.data.unsqueeze(1), ds.targets.long(), 255
+    raw = ensure_fashion_mnist(root)
+    prefix = "train" if split == "train" else "t10k"
+    fix = f"delete it: it is unpacked again from {FASHION_MNIST_DEBIAN_DIR} or downloaded"
+    out = []
+    for read, kind in ((read_image_file, "images-idx3"), (read_label_file, "labels-idx1")):
+        path = raw / f"{prefix}-{kind}-ubyte"
+        try:
+            out.append(read(str(path)))
+        except READ_ERRORS + (ValueError, IndexError) as error:
+            raise unreadable(path, error, fix) from None
+    images, labels = out
+    if images.ndim != 3 or len(images) != len(labels):
+        raise DatasetUnreadable(
+            f"{raw}: {tuple(images.shape)} images but {len(labels)} labels in the {split} files; "
+            f"delete them: they are unpacked again"
+        )
+    return images.unsqueeze(1), labels.long(), 255
 
 
 def _load_glyphs(split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -224,9 +255,13 @@ def ensure_fashion_mnist(
         )
     raw.mkdir(parents=True, exist_ok=True)
     for name, target in zip(FASHION_MNIST_FILES, unpacked, strict=True):
+        try:
+            with gzip.open(source / name, "rb") as f:
+                data = f.read()
+        except READ_ERRORS as error:  # BadGzipFile, a truncated stream
+            raise unreadable(source / name, error, "not a gzip archive of the raw file") from None
         shutil.copyfile(source / name, raw / name)  # keep the archive where torchvision keeps it
-        with gzip.open(source / name, "rb") as f:
-            atomic_write_bytes(target, f.read())  # never a half-written file that "exists"
+        atomic_write_bytes(target, data)  # never a half-written file that "exists"
     return raw
 
 
@@ -266,15 +301,19 @@ def get_dataset(
         raise ValueError(f"unknown split {partition!r}; choose one of: {', '.join(PARTITIONS)}")
     if image_size is not None:
         _check_size(image_size)
-    root = Path(data_root() if root is None else root)
-    if spec.kind == "paper":
-        size = spec.image_size if image_size is None else image_size
-        if size is None:
-            raise ValueError(
-                f"dataset {name!r} has variable-size images; pass image_size (e.g. 224)"
-            )
-        return PAPER_DATASETS[name]["load"](split, root, size, partition=partition)
-    images, labels, max_value = _MINI_LOADERS[name](split, root)
+    root = check_root(Path(data_root() if root is None else root))
+    size = spec.image_size if image_size is None else image_size
+    if spec.kind == "paper" and size is None:
+        raise ValueError(f"dataset {name!r} has variable-size images; pass image_size (e.g. 224)")
+    try:
+        if spec.kind == "paper":
+            return PAPER_DATASETS[name]["load"](split, root, size, partition=partition)
+        images, labels, max_value = _MINI_LOADERS[name](split, root)
+    except (FileNotFoundError, DatasetUnreadable):
+        raise  # missing files name the expected layout; unreadable ones are named already
+    except READ_ERRORS as error:  # torchvision, pickle, PIL on a damaged file
+        folder = root / name if spec.kind == "paper" else root
+        raise unreadable(f"dataset {name!r} under {folder}", error, "a damaged file?") from None
     return ImageTensorDataset(images, labels, image_size, max_value, spec.classes)
 
 

@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from lib.core.utils import atomic_savefig
 from lib.models.states import kept_fraction
 from lib.study.console import shots_label, shots_order
 
@@ -21,12 +22,13 @@ METHOD_NAMES = {"lp": "LP", "vp": "VP (ILM)"}
 
 
 def save(fig: plt.Figure, folder: str | Path, name: str) -> list[Path]:
-    """PNG (for reading) and SVG (for papers); SVG without a date, so reruns are identical."""
+    """PNG (for reading) and SVG (for papers); SVG without a date, so reruns are identical.
+    Atomic, and never through a link planted at either path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.svg"]
-    fig.savefig(paths[0], dpi=130, bbox_inches="tight", metadata={"Software": None})
-    fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})
+    atomic_savefig(fig, paths[0], dpi=130, bbox_inches="tight", metadata={"Software": None})
+    atomic_savefig(fig, paths[1], bbox_inches="tight", metadata={"Date": None})
     return paths
 
 

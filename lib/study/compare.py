@@ -91,6 +91,14 @@ def _key_frame(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out.drop_duplicates(keys)
 
 
+def _non_finite(values: pd.Series) -> str:
+    """'' or what is not a finite number among `values`: '2 nan, 1 inf'."""
+    import numpy as np
+
+    counts = {"nan": int(values.isna().sum()), "inf": int(np.isinf(values).sum())}
+    return ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+
+
 def compare(a: pd.DataFrame, b: pd.DataFrame, calibration_metric: str = "") -> dict[str, Any]:
     """Everything that differs, as frames: matched runs with deltas, runs only in A or B,
     parameters that differ, per-metric summary, findings of both with verdicts side by side."""
@@ -111,17 +119,23 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, calibration_metric: str = "") -> d
     metrics = [m for m in METRICS if m in a and m in b]
     rows = []
     for m in metrics:
-        delta = both[f"{m}_b"].astype(float) - both[f"{m}_a"].astype(float)
+        # NaN and inf are counted and left out of means and deltas, never averaged away unseen
+        va, vb = both[f"{m}_a"].astype(float), both[f"{m}_b"].astype(float)
+        fa, fb = va.where(np.isfinite(va)), vb.where(np.isfinite(vb))
+        delta = fb - fa
         both[f"delta_{m}"] = delta
+        moved = (fa.isna() | fb.isna()) & (va.astype(str) != vb.astype(str))
         rows.append(
             {
                 "metric": m,
                 "runs": int(delta.notna().sum()),
-                "changed": int((delta.abs() > TOLERANCE).sum()),
-                "mean A": both[f"{m}_a"].astype(float).mean(),
-                "mean B": both[f"{m}_b"].astype(float).mean(),
+                "changed": int((delta.abs() > TOLERANCE).sum() + moved.sum()),
+                "mean A": fa.mean(),
+                "mean B": fb.mean(),
                 "mean delta": delta.mean(),
                 "max |delta|": delta.abs().max(),
+                "non-finite A": _non_finite(va),
+                "non-finite B": _non_finite(vb),
             }
         )
     summary = pd.DataFrame(rows)
@@ -212,10 +226,18 @@ def report_lines(result: dict[str, Any], name_a: str, name_b: str, top: int = 5)
             pairs = ", ".join(f"{x} -> {y}" for x, y in row["A -> B"])
             lines.append(f"  {row['parameter']}: {pairs} ({row['runs']} runs)")
     if not result["metrics"].empty:
-        lines.append("metric deltas (B - A) over matched runs:")
+        lines.append("metric deltas (B - A) over matched runs (finite values):")
+        summary = result["metrics"]
+        shown = summary.drop(columns=["non-finite A", "non-finite B"])
         with pd.option_context("display.width", 120, "display.max_columns", None):
-            table = result["metrics"].to_string(index=False, float_format=lambda x: f"{x:.4f}")
+            table = shown.to_string(index=False, float_format=lambda x: f"{x:.4f}")
         lines += ["  " + line for line in table.splitlines()]
+        for _, row in summary.iterrows():
+            if row["non-finite A"] or row["non-finite B"]:
+                lines.append(
+                    f"  {row['metric']}: not finite in A: {row['non-finite A'] or 'none'}; "
+                    f"in B: {row['non-finite B'] or 'none'} (left out of the means and deltas)"
+                )
     if "delta_test_accuracy" in both and len(both):
         moved = both.reindex(both["delta_test_accuracy"].abs().sort_values(ascending=False).index)
         moved = moved[moved["delta_test_accuracy"].abs() > TOLERANCE].head(top)
@@ -262,7 +284,8 @@ def figure(result: dict[str, Any], name_a: str, name_b: str) -> Any:
             for method, g in both.groupby("method_a" if "method_a" in both else "method"):
                 ax.scatter(g[f"{metric}_a"], g[f"{metric}_b"], s=14, alpha=0.7, label=method)
             values = np.concatenate([both[f"{metric}_a"], both[f"{metric}_b"]]).astype(float)
-            lo, hi = np.nanmin(values), np.nanmax(values)
+            values = values[np.isfinite(values)]
+            lo, hi = (values.min(), values.max()) if len(values) else (0.0, 1.0)
             ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
             ax.legend(fontsize="small", title="method")
         ax.set(
@@ -325,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     result = compare(a, b, args.calibration_metric)
     print("\n".join(report_lines(result, name_a, name_b, args.top)))
 
-    from lib.core.utils import atomic_write_text, outputs_dir, resolve_path
+    from lib.core.utils import atomic_savefig, atomic_write_text, outputs_dir, resolve_path
 
     label = "-vs-".join(
         Path(s).stem if s.endswith(".csv") else Path(s).name for s in (args.study_a, args.study_b)
@@ -333,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     out = resolve_path(args.out) if args.out else outputs_dir() / "compare" / label
     out.mkdir(parents=True, exist_ok=True)
     fig = figure(result, name_a, name_b)
-    fig.savefig(out / "compare.png", dpi=120, bbox_inches="tight")
+    atomic_savefig(fig, out / "compare.png", dpi=120, bbox_inches="tight")  # never via a link
     atomic_write_text(out / "deltas.csv", result["matched"].to_csv(index=False))
     atomic_write_text(out / "findings.csv", result["findings"].to_csv(index=False))
     print(f"figure {out / 'compare.png'}; per-run deltas {out / 'deltas.csv'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +52,30 @@ class Execution:
         """Every record written and the executed notebook saved: a notebook killed after its
         last record (or stopped in its plotting cells) is executed again, cheaply."""
         records = all(results.has_record(c.study, c.run_key) for c in self.configs)
-        return records and self.output.is_file()
+        return records and intact_notebook(self.output)
+
+
+_READABLE: dict[tuple[str, int, int], bool] = {}
+
+
+def intact_notebook(path: Path) -> bool:
+    """A regular file that nbformat reads as a notebook: one cut short (a full disk, a copy
+    interrupted) is not a finished execution. Memoised on (path, size, mtime)."""
+    try:
+        info = path.stat()
+    except OSError:
+        return False
+    key = (str(path), info.st_size, info.st_mtime_ns)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read
+        return False
+    if key not in _READABLE:
+        import nbformat
+
+        try:
+            _READABLE[key] = isinstance(nbformat.read(path, as_version=4).cells, list)
+        except Exception:  # noqa: BLE001 - JSON, version, encoding: any unreadable file
+            _READABLE[key] = False
+    return _READABLE[key]
 
 
 @dataclass
@@ -69,6 +93,16 @@ class SweepInterrupted(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.outcomes = outcomes or []
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook stopped with an error: one line naming what failed, the error and the
+    executed notebook that holds the traceback (commands print it instead of papermill's)."""
+
+    def __init__(self, what: str, error: BaseException, output: Path, note: str = "") -> None:
+        where = paths.failed_notebook(output)
+        details = f"; the traceback is in {where}" if where.is_file() else ""
+        super().__init__(f"{what} failed: {_describe(error)}{details}{note}")
 
 
 def execute_notebook(name: str, output: Path, parameters: dict[str, Any]) -> None:

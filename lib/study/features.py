@@ -19,6 +19,7 @@ from torch import nn
 from lib.adapt.train import Batches, Data, evaluate, num_samples
 from lib.core import paths
 from lib.core.utils import atomic_torch_save
+from lib.datasets.registry import dataset_labels
 from lib.study.checks import source_files
 from lib.study.config import ExperimentConfig
 
@@ -28,7 +29,31 @@ DEFAULT_CACHE_MB = 2048
 FEATURE_BATCH = 256  # images per forward pass while features are computed
 
 
-def _feature_cache_path(cfg: ExperimentConfig, split: str) -> Path:
+def content_digest(data: Data, folder: Path) -> str:
+    """What features are computed from, so data changed in place is never served old features:
+    in-memory tensors by their bytes (about 1 GB/s); a dataset read from files by its labels
+    and the name, size and mtime of every file under `folder` (its folder of the data root)."""
+    digest = hashlib.sha1()
+    if isinstance(data, tuple):
+        for tensor in data:
+            tensor = tensor.detach().cpu().contiguous()
+            digest.update(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+        return digest.hexdigest()
+    digest.update(dataset_labels(data).numpy().tobytes())
+    for place, folders, files in os.walk(folder):
+        folders.sort()
+        for name in sorted(files):
+            try:
+                info = os.stat(os.path.join(place, name))
+            except OSError:  # vanished while walking: it changes the digest all the same
+                continue
+            rel = os.path.relpath(os.path.join(place, name), folder)
+            digest.update(f"{rel}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _feature_cache_path(cfg: ExperimentConfig, split: str, data: Data) -> Path:
     files = [(str(p), p.stat().st_mtime) for p in source_files(cfg) if p.is_file()]
     key = dict(
         arch=cfg.arch,
@@ -44,6 +69,7 @@ def _feature_cache_path(cfg: ExperimentConfig, split: str) -> Path:
         partition=cfg.split,
         size=cfg.input_size,
         subset=cfg.train_pool if split == "train" else cfg.max_test,
+        content=content_digest(data, Path(cfg.root) / cfg.dataset),
     )
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return paths.feature_cache(cfg.dataset, split, digest)
@@ -107,9 +133,9 @@ def cached_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen-backbone features of a whole split, computed once per source network and kept
     in a cache bounded by $SPARSE_VP_CACHE_MB."""
-    path = _feature_cache_path(cfg, split)
+    path = _feature_cache_path(cfg, split, data)
     cached = _read_cache(path)
-    if cached is not None and len(cached[0]) == num_samples(data):  # else the data changed
+    if cached is not None and len(cached[0]) == num_samples(data):
         return cached
     features, labels = evaluate(
         extractor,

@@ -192,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)  # every flag checked before anything runs
     except ValueError as error:
         parser().error(str(error))
+    try:  # before any work: a results folder nothing can be written to (/proc, read-only)
+        paths.check_writable(Path(args.results_path), "--results_path")
+    except ValueError as error:
+        parser().error(str(error))
     paths.pin_environment()  # a relative $SPARSE_VP_DATA means the same folder to the kernel
     # --results_path moves the results only: data and tickets stay where they were found.
     os.environ.setdefault("SPARSE_VP_DATA", str(data_root()))
@@ -199,14 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SPARSE_VP_OUTPUTS"] = str(Path(args.results_path).resolve())
     from lib.study import results
     from lib.study.checks import notebook_parameters, validate
-    from lib.study.executions import execute_notebook
+    from lib.study.executions import NotebookFailed, execute_notebook
 
     try:
         validate([cfg])  # missing ticket files, too many shots: a usage error, exit 2
     except (ValueError, FileNotFoundError) as error:
         parser().error(str(error))
     output = results.study_dir(cfg.study) / "runs" / f"{cfg.run_key}.ipynb"
-    execute_notebook("transfer.ipynb", output, notebook_parameters([cfg]))
+    try:
+        execute_notebook("transfer.ipynb", output, notebook_parameters([cfg]))
+    except Exception as error:  # papermill's ~90-line traceback: one line, the notebook has it
+        raise NotebookFailed(f"run {cfg.run_key}", error, output) from None
     record = results.read_record(results.record_path(cfg.study, cfg.run_key))
     test = record["metrics"]["test"]
     print(
@@ -218,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> NoReturn:
     """`python -m lib.transfer`: main() as a command."""
-    run_main(main, "python -m lib.transfer")
+    from lib.study.executions import NotebookFailed
+
+    run_main(main, "python -m lib.transfer", (NotebookFailed,))
 
 
 if __name__ == "__main__":

@@ -10,35 +10,61 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lib.core.utils import atomic_write_json, atomic_write_text, project_root
 from lib.study import console, results
-from lib.study.executions import NOTEBOOKS, execute_notebook
+from lib.study.executions import NOTEBOOKS, NotebookFailed, execute_notebook
 
 
 class Stamp:
-    """Remembers the inputs a stage last ran with, so re-running it unchanged does nothing."""
+    """Remembers the inputs a stage last ran with, so re-running it unchanged does nothing;
+    `outputs`, the files the stage makes, must all still be there (one deleted: it runs)."""
 
-    def __init__(self, study: str, name: str, inputs: Any) -> None:
+    def __init__(self, study: str, name: str, inputs: Any, outputs: Sequence[Path] = ()) -> None:
         self.path = results.study_dir(study) / ".stamps" / f"{name}.json"
         self.digest = hashlib.sha1(
             json.dumps(inputs, sort_keys=True, default=str).encode()
         ).hexdigest()
+        self.outputs = list(outputs)
 
     @property
     def fresh(self) -> bool:
-        return self.path.is_file() and json.loads(self.path.read_text())["digest"] == self.digest
+        try:
+            same = json.loads(self.path.read_text())["digest"] == self.digest
+        except (OSError, ValueError, KeyError, TypeError):  # none, or not a stamp: run again
+            return False
+        return same and all(p.is_file() for p in self.outputs)
 
     def write(self) -> None:
-        atomic_write_json(self.path, {"digest": self.digest})
+        atomic_write_json(self.path, {"digest": self.digest, "outputs": self.outputs})
+
+
+def pretrain_stamp(params: dict[str, Any]) -> Stamp:
+    """The pretrain stage's stamp: its settings, and every ticket file it makes."""
+    settings = params.get("pretrain")
+    return Stamp(params["study"], "pretrain", settings, pretrain_outputs(settings or {}))
+
+
+def pretrain_outputs(settings: dict[str, Any]) -> list[Path]:
+    """The ticket files (checkpoint and mask) of every level the pretrain stage trains."""
+    if not settings:
+        return []
+    from lib.models.backbone import ticket_paths
+    from lib.models.pretrain import SourceConfig
+
+    cfg = SourceConfig(**settings)
+    levels = [(k, "dyn4") for k in range(cfg.max_state + 1)]
+    levels += [(k, "random") for k in cfg.random_states]
+    return [p for k, kind in levels for p in ticket_paths(cfg.output_path, cfg.arch, k, kind)]
 
 
 def pretrain(params: dict[str, Any]) -> None:
     """Source model and tickets (the notebook caches everything it trains)."""
     study, settings = params["study"], params.get("pretrain")
-    stamp = Stamp(study, "pretrain", settings)
+    stamp = pretrain_stamp(params)
     if not settings or stamp.fresh:
         return
     levels = pretrain_levels(settings)
@@ -48,12 +74,12 @@ def pretrain(params: dict[str, Any]) -> None:
         flush=True,
     )
     start = time.perf_counter()
+    output = results.study_dir(study) / "pretrain.ipynb"
     with console.LevelWatcher(pretrain_folder(settings), levels):
-        execute_notebook(
-            "pretrain_source.ipynb",
-            results.study_dir(study) / "pretrain.ipynb",
-            pretrain_parameters(settings),
-        )
+        try:
+            execute_notebook("pretrain_source.ipynb", output, pretrain_parameters(settings))
+        except Exception as error:  # one line; the levels it finished are kept
+            raise NotebookFailed(f"the pretrain stage of {study}", error, output) from None
     print(f"[sweep] pretraining done in {console.duration(time.perf_counter() - start)}")
     stamp.write()
 
@@ -106,8 +132,17 @@ def report(study: str) -> Path | None:
         return output.with_suffix(".html")
     print(f"[sweep] report over {len(records)} records", flush=True)
     start = time.perf_counter()
-    execute_notebook("report.ipynb", output, {"study": study})
-    html = export_html(output)
+    try:
+        execute_notebook("report.ipynb", output, {"study": study})
+        html = export_html(output)
+    except Exception as error:
+        # The previous report no longer matches the records: never leave it to read as current.
+        stale = [p for p in (output, output.with_suffix(".html")) if p.is_file()]
+        for path in stale:
+            path.unlink()
+        note = f"; the previous {' and '.join(p.name for p in stale)} removed (not current)"
+        note = note if stale else ""
+        raise NotebookFailed(f"the report of {study}", error, output, note) from None
     stamp.write()
     print(f"[sweep] report written in {console.duration(time.perf_counter() - start)}: {html}")
     return html

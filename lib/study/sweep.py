@@ -42,13 +42,14 @@ from lib.study.executions import (  # noqa: F401 - re-exported: lib.study.sweep'
     KERNEL,
     NOTEBOOKS,
     Execution,
+    NotebookFailed,
     Outcome,
     SweepInterrupted,
     execute_notebook,
     run_execution,
 )
 from lib.study.grid import check_pretrain, expand_grid, load_params
-from lib.study.stages import Stamp, pretrain, pretrain_folder, pretrain_levels, report
+from lib.study.stages import pretrain, pretrain_folder, pretrain_levels, pretrain_stamp, report
 
 # ---------------------------------------------------------------- executions
 
@@ -422,7 +423,7 @@ def dry_run(
     # Tickets may come from the pretrain stage, weights from a download: only a warning.
     missing = sorted({path for cfg in configs for path in missing_files(cfg)})
     settings = params.get("pretrain")
-    if settings and not Stamp(params["study"], "pretrain", settings).fresh:
+    if settings and not pretrain_stamp(params).fresh:
         print(
             f"  todo  pretrain: source model + {pretrain_levels(settings)} IMP levels into "
             f"{pretrain_folder(settings)} (finished levels are kept; estimated "
@@ -441,7 +442,7 @@ def dry_run(
             print(f"      {cfg.run_key}")
     estimate = console.Estimate(executions, workers)
     pretrain_s = 0.0
-    if settings and not Stamp(params["study"], "pretrain", settings).fresh:
+    if settings and not pretrain_stamp(params).fresh:
         pretrain_s = console.pretrain_prior_seconds(settings)
     print(
         f"[sweep] dry run: {len(configs)} runs valid; estimated time with --workers {workers}: "
@@ -491,9 +492,8 @@ def _run(
 
 def cli() -> NoReturn:
     """`python -m lib.sweep`: main() as a command."""
-    run_main(
-        main, "python -m lib.sweep", (ValueError, FileNotFoundError, StudyLocked, UnwritableOutput)
-    )
+    errors = (ValueError, FileNotFoundError, StudyLocked, UnwritableOutput, NotebookFailed)
+    run_main(main, "python -m lib.sweep", errors)
 
 
 if __name__ == "__main__":
