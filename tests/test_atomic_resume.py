@@ -119,8 +119,13 @@ def test_killed_sweep_resumes_exactly_the_missing_runs(outputs, tickets, tmp_pat
     executions = plan(expand_grid(load_params(path)))
     skipped = sum(e.done for e in executions)
 
-    done = subprocess.run(
-        command, cwd=project_root(), env=_env(), capture_output=True, text=True, timeout=400
+    done = subprocess.run(  # both notebooks at once: what is left resumes either way
+        [*command, "--workers", "2"],
+        cwd=project_root(),
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     summary = f"{len(executions) - skipped} done, {skipped} skipped, 0 failed"

@@ -32,7 +32,8 @@ def test_notebooks_are_parametrized_for_papermill(name):
 
 
 def test_smoke_study_end_to_end_then_nothing_to_do(outputs, capsys):
-    assert sweep.main([str(project_root() / "params" / "smoke.yaml")]) == 0
+    # two notebooks at a time, as `make study` runs (one kernel's start-up overlaps the other)
+    assert sweep.main([str(project_root() / "params" / "smoke.yaml"), "--workers", "2"]) == 0
     study = results.study_dir("smoke")
     configs = sweep.expand_grid(sweep.load_params(project_root() / "params" / "smoke.yaml"))
     records = results.read_records("smoke")
