@@ -16,6 +16,32 @@ os.environ.setdefault("SPARSE_VP_NO_PROGRESS", "1")
 TICKET_ARCH = "cifar_resnet_20_8"
 # The smallest run that still exercises everything: digits, a few shots, two epochs.
 TINY = dict(dataset="digits", epochs=2, n_shot=5, train_pool=100, max_val=20, max_test=30)
+# The same as a params file's defaults: one LP notebook execution of quick runs.
+SMALL = {**TINY, "method": "lp", "network": "dense", "n_shot": 3}
+
+
+def refused(capsys, argv: list[str], *messages: str, cli=None) -> str:
+    """The command line `cli` (default: python -m lib.sweep's) exits 2 with one line on
+    stderr (below argparse's usage, if it prints one) matching every regex of `messages`."""
+    import re
+    import sys
+
+    if cli is None:
+        from lib.study.sweep import cli
+    saved = sys.argv
+    sys.argv = ["prog", *argv]
+    try:
+        with pytest.raises(SystemExit) as info:
+            cli()
+    finally:
+        sys.argv = saved
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2, err
+    lines = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for message in messages:
+        assert re.search(message, lines[0]), lines[0]
+    return lines[0]
 
 
 @pytest.fixture

@@ -10,28 +10,18 @@ import json
 import math
 import os
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
+from conftest import SMALL
+from conftest import refused as _refused
 
 from lib.core import paths
 from lib.core.utils import UnwritableOutput, data_root, outputs_dir, project_root
 from lib.study import results, sweep
 from lib.study.config import ExperimentConfig
-
-SMALL = {
-    "dataset": "digits",
-    "method": "lp",
-    "network": "dense",
-    "epochs": 2,
-    "n_shot": 3,
-    "train_pool": 100,
-    "max_val": 20,
-    "max_test": 30,
-}
 
 
 def _write(tmp_path: Path, text: str, name: str = "p.yaml") -> Path:
@@ -49,23 +39,6 @@ def _params(tmp_path: Path, tickets: Path, grid: object, study: str = "h", **top
         **top,
     }
     return _write(tmp_path, yaml.safe_dump(params))
-
-
-def _refused(capsys, argv: list[str], *messages: str, cli=sweep.cli) -> str:
-    """The command exits 2 with one line on stderr matching every one of `messages`."""
-    saved = sys.argv
-    sys.argv = ["prog", *argv]
-    try:
-        with pytest.raises(SystemExit) as info:
-            cli()
-    finally:
-        sys.argv = saved
-    err = capsys.readouterr().err.strip()
-    assert info.value.code == 2, err
-    assert len(err.splitlines()) == 1, err
-    for message in messages:
-        assert re.search(message, err), err
-    return err
 
 
 # ---------------------------------------------------------------- params files

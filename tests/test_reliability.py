@@ -23,23 +23,13 @@ from pathlib import Path
 import papermill
 import pytest
 import yaml
+from conftest import SMALL
 
 from lib.core import paths
 from lib.core.utils import project_root
 from lib.models.pretrain import SourceConfig
 from lib.study import results, sweep
 from lib.study.experiment import NOTEBOOK_PARAMETERS
-
-SMALL = {  # one LP notebook execution of three quick runs
-    "dataset": "digits",
-    "method": "lp",
-    "network": "dense",
-    "epochs": 2,
-    "n_shot": 3,
-    "train_pool": 100,
-    "max_val": 20,
-    "max_test": 30,
-}
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -15,20 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import SMALL
+from conftest import refused as _refused
 
 from lib.core.utils import project_root
 from lib.study import sweep
-
-SMALL = {
-    "dataset": "digits",
-    "method": "lp",
-    "network": "dense",
-    "epochs": 2,
-    "n_shot": 3,
-    "train_pool": 100,
-    "max_val": 20,
-    "max_test": 30,
-}
 
 
 def _params(tmp_path: Path, tickets: Path, study: str = "h", **defaults) -> Path:
@@ -41,24 +32,6 @@ def _params(tmp_path: Path, tickets: Path, study: str = "h", **defaults) -> Path
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
-
-
-def _refused(capsys, argv: list[str], *messages: str, cli=sweep.cli) -> str:
-    """The command exits 2 with one line on stderr matching every one of `messages`."""
-    saved = sys.argv
-    sys.argv = ["prog", *argv]
-    try:
-        with pytest.raises(SystemExit) as info:
-            cli()
-    finally:
-        sys.argv = saved
-    err = capsys.readouterr().err.strip()
-    assert info.value.code == 2, err
-    lines = [line for line in err.splitlines() if not line.startswith(("usage:", " "))]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for message in messages:
-        assert re.search(message, lines[0]), lines[0]
-    return lines[0]
 
 
 # ---------------------------------------------------------------- 1. damaged data, a file as root
