@@ -14,11 +14,9 @@ import seaborn as sns
 from lib.core.utils import atomic_savefig
 from lib.models.states import kept_fraction
 from lib.study.console import shots_label, shots_order
+from lib.study.findings import METHOD_NAMES  # one name per method, in tables and figures
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
-
-
-METHOD_NAMES = {"lp": "LP", "vp": "VP (ILM)"}
 
 
 def save(fig: plt.Figure, folder: str | Path, name: str) -> list[Path]:

@@ -140,7 +140,7 @@ def reliability(record: dict[str, Any], ax: plt.Axes | None = None, title: str =
 
 
 def run_title(record: dict[str, Any]) -> str:
-    """'mnist, 10-shot, seed 1, source 0, ticket 93% sparse, VP (ILM)': which run a panel shows."""
+    """'mnist, 10-shot, seed 1, source 0, ticket 93% sparse, VP': which run a panel shows."""
     p = record["params"]
     network = p["network"] if p["network"] != "ticket" else "ticket"
     if p.get("sparsity"):
