@@ -5,7 +5,7 @@ whose pruned weights are zero) and `_mask.pth` (one bool tensor per prunable wei
 as they are, a source model with states 0, 12 and random 12 takes about 1.2 MB; most of it is
 zeros and bools. `pack` keeps, per ticket, the mask as bits, the weights inside the mask, the
 sign of each pruned zero (IMP multiplies by the mask, so half of them are -0.0) and every
-unmasked tensor (batch norm) whole, in one `packed.npz` (about 0.37 MB for those states).
+unmasked tensor (batch norm) whole, in one `packed.npz` (0.34 MB for those states).
 `unpack` rebuilds the dicts and writes them with torch.save exactly as training did: the
 files are byte-identical to the originals, which the release manifest checks by sha256.
 
@@ -76,7 +76,9 @@ def pack(folder: str | Path, checkpoints: list[str]) -> Path:
                 whole.setdefault(str(value.dtype), []).append(value.reshape(-1))
                 continue
             m = mask[key]
-            if value.dtype != torch.float32 or bool((value[~m] != 0).any()):
+            if value.dtype != torch.float32:
+                raise PackError(f"{folder / name}: {key} is {value.dtype}; packed: float32")
+            if bool((value[~m] != 0).any()):
                 raise PackError(f"{folder / name}: {key} is not zero where its mask prunes")
             kept.append(value[m])
             negative.append(torch.signbit(value[~m]))
