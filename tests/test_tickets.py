@@ -125,6 +125,17 @@ def test_regime_lines_say_which_check_fails(tmp_path, tickets):
     assert lines[0].endswith("FAILS)") and "FAILS" not in lines[0].rsplit(";", 1)[0]
 
 
+def test_source_checks_table_the_seeds_a_study_reads(tmp_path, tickets):
+    from lib.study.source_regime import source_checks
+
+    _, manifest = _release(tmp_path, tickets)
+    manifest["regime_checks"]["1"]["random_below_ok"] = False
+    table = source_checks(manifest, [1.0, 0, 7])  # seed 7: not in the release, left out
+    assert table["source_seed"].tolist() == [0, 1]
+    assert table["passes"].tolist() == [True, False]
+    assert table.loc[0, "dense_accuracy"] == 0.98
+
+
 def test_ship_keeps_the_listed_states_and_the_random_controls(tmp_path, tickets):
     from lib.study.tickets import ship
 

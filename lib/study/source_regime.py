@@ -5,11 +5,15 @@ through a few states, and a random-pruning control clearly below the ticket.
     from lib.study.source_regime import regime_checks, regime_lines
     regime_checks(reports)        # one seed's reports (_report.json) -> the three checks
     regime_lines(manifest)        # a line per seed, and whether every check passed
+    source_checks(manifest, seeds)  # a table of those seeds' checks (the report's)
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+import pandas as pd
 
 MIN_DENSE_ACCURACY = 0.97
 MATCH_THROUGH_STATE, MATCH_TOLERANCE = 5, 0.015
@@ -54,3 +58,28 @@ def regime_lines(manifest: dict[str, Any]) -> tuple[list[str], bool]:
             f"(>= {RANDOM_GAP}: {word['random_below_ok']})"
         )
     return lines, passed
+
+
+def source_checks(manifest: dict[str, Any], seeds: Iterable[int]) -> pd.DataFrame:
+    """One row per source seed in `seeds` that `manifest` checked: its dense accuracy, worst
+    ticket - dense through MATCH_THROUGH_STATE, ticket - random at the random control's
+    state, and whether it passes all three checks."""
+    checks = manifest.get("regime_checks", {})
+    rows = []
+    for seed in sorted({int(s) for s in seeds}):
+        c = checks.get(str(seed))
+        if c is None:
+            continue
+        rows.append(
+            {
+                "source_seed": seed,
+                "dense_accuracy": c["dense_accuracy"],
+                f"worst_ticket_minus_dense_to_{MATCH_THROUGH_STATE}": c[
+                    f"worst_ticket_minus_dense_through_state_{MATCH_THROUGH_STATE}"
+                ],
+                "ticket_minus_random": c["ticket_minus_random"],
+                "random_state": c["random_state"],
+                "passes": all(c[k] for k in ("dense_ok", "tickets_match_ok", "random_below_ok")),
+            }
+        )
+    return pd.DataFrame(rows)
