@@ -26,8 +26,8 @@ VERDICTS = {
     "own scale: times its ratio to the binned ECE on the dense runs): any effect there is "
     "smaller than the margin",
     "inconclusive": "the interval holds 0 and reaches past the margin: this study can "
-    "neither confirm the claim nor bound it; the table says how many source models a "
-    "decisive verdict would need",
+    "neither confirm the claim nor bound it; the table says how many source models 80% "
+    "power at an effect the size of the margin would need",
     "no population verdict (k source models)": "fewer than 3 source models: the interval "
     "holds for those source models only (with one, it resamples its transfer seeds), so it "
     "says nothing about another IMP run of the same recipe",
